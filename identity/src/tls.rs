@@ -1,0 +1,152 @@
+//! The rustls configuration every mesh connection uses, on the `ring` provider.
+//!
+//! Both sides verify the other's chain against the mesh trust anchors. The server
+//! name a client dials never decides the peer's identity: a client verifies the chain
+//! during the handshake and then compares the SPIFFE ID in the leaf with the identity
+//! discovery promised for that destination ([`expect_peer`]) before it writes a byte.
+//! Likewise SNI, ALPN and headers never grant an identity: only a verified leaf does.
+
+use std::sync::Arc;
+
+use rustls::DigitallySignedStruct;
+use rustls::client::ResolvesClientCert;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+use rustls::{ClientConfig, ServerConfig, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::{Presenter, SpiffeId, TrustAnchors, VerifyError, spiffe_id_of, verify_chain};
+
+/// The ALPN protocol that marks a connection as sidecar-to-sidecar mesh traffic, so
+/// that an inbound proxy can tell it apart from TLS the application speaks itself.
+pub const MESH_ALPN: &[u8] = b"trellis.io/mesh/1";
+
+/// The `ring` crypto provider: the one provider of the whole mesh.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server configuration that requires and verifies a client certificate chained to
+/// `anchors`, presents the certificate `resolver` holds at handshake time (so a renewed
+/// certificate applies to new connections without touching live ones), and speaks
+/// TLS 1.3 only.
+pub fn server_config(
+    anchors: &TrustAnchors,
+    resolver: Arc<dyn ResolvesServerCert>,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, rustls::Error> {
+    let provider = provider();
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(anchors.root_store(), provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// A client configuration that verifies the server's chain against `anchors` and,
+/// when `resolver` is given, presents the workload's own certificate.
+pub fn client_config(
+    anchors: &TrustAnchors,
+    resolver: Option<Arc<dyn ResolvesClientCert>>,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, rustls::Error> {
+    let provider = provider();
+    let verifier = Arc::new(MeshServerVerifier {
+        anchors: anchors.clone(),
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match resolver {
+        Some(resolver) => builder.with_client_cert_resolver(resolver),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// The identity of a peer whose chain rustls has already verified (the server side:
+/// the client verifier ran during the handshake).
+pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Result<SpiffeId, VerifyError> {
+    match certs {
+        Some([leaf, ..]) => spiffe_id_of(leaf),
+        _ => Err(VerifyError::NoCertificate),
+    }
+}
+
+/// The identity of a server whose chain rustls has verified, checked against the one
+/// the client expected to reach.
+pub fn expect_peer(
+    certs: Option<&[CertificateDer<'_>]>,
+    expected: &SpiffeId,
+) -> Result<SpiffeId, VerifyError> {
+    let actual = peer_identity(certs)?;
+    if &actual != expected {
+        return Err(VerifyError::WrongIdentity {
+            expected: expected.clone(),
+            actual,
+        });
+    }
+    Ok(actual)
+}
+
+/// Verifies a server's chain against the mesh anchors. Unlike rustls's
+/// `WebPkiServerVerifier`, it deliberately ignores the
+/// dialled server name: mesh peers are named by SPIFFE IDs, which [`expect_peer`]
+/// checks once the handshake is done and before any application byte is sent.
+#[derive(Debug)]
+struct MeshServerVerifier {
+    anchors: TrustAnchors,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for MeshServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        verify_chain(
+            end_entity,
+            intermediates,
+            &self.anchors,
+            now,
+            Presenter::Server,
+        )
+        .map(|_| ServerCertVerified::assertion())
+        .map_err(|e| rustls::Error::General(e.to_string()))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
