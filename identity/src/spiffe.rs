@@ -13,12 +13,9 @@ use crate::Error;
 /// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpiffeId {
-    /// The whole URI, kept so that displaying and comparing never re-formats.
+    /// The whole URI, validated at parse time, so that displaying and comparing never
+    /// re-format and the parts can be sliced out of it without checks.
     uri: String,
-    /// Byte ranges of the three parts inside `uri`.
-    trust_domain: (usize, usize),
-    namespace: (usize, usize),
-    service_account: (usize, usize),
 }
 
 impl SpiffeId {
@@ -36,15 +33,24 @@ impl SpiffeId {
     }
 
     pub fn trust_domain(&self) -> &str {
-        &self.uri[self.trust_domain.0..self.trust_domain.1]
+        self.part(0)
     }
 
     pub fn namespace(&self) -> &str {
-        &self.uri[self.namespace.0..self.namespace.1]
+        self.part(2)
     }
 
     pub fn service_account(&self) -> &str {
-        &self.uri[self.service_account.0..self.service_account.1]
+        self.part(4)
+    }
+
+    /// The `index`th `/`-separated segment after the scheme; parsing guaranteed the
+    /// shape `td/ns/NS/sa/SA`.
+    fn part(&self, index: usize) -> &str {
+        self.uri["spiffe://".len()..]
+            .split('/')
+            .nth(index)
+            .unwrap_or_default()
     }
 }
 
@@ -73,16 +79,8 @@ impl FromStr for SpiffeId {
                 });
             }
         }
-        let td_start = SCHEME.len();
-        let td_end = td_start + trust_domain.len();
-        let ns_start = td_end + "/ns/".len();
-        let ns_end = ns_start + namespace.len();
-        let sa_start = ns_end + "/sa/".len();
         Ok(SpiffeId {
             uri: uri.to_string(),
-            trust_domain: (td_start, td_end),
-            namespace: (ns_start, ns_end),
-            service_account: (sa_start, uri.len()),
         })
     }
 }

@@ -1,1 +1,181 @@
-fn main() {}
+//! `trellis-proxy`: flags and environment into a [`Config`], logging, signals, and
+//! the run loop of the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use trellis_identity::SpiffeId;
+use trellis_proxy::peers::{PeerKey, PeerSource};
+use trellis_proxy::{Config, Listeners};
+
+/// The Trellis sidecar proxy.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The controller's identity service, host:port.
+    #[arg(long, env = "TRELLIS_CONTROLLER_ADDR")]
+    controller_addr: String,
+    /// The SPIFFE ID the controller must present [default: the trust domain's
+    /// trellis-system/trellis-controller].
+    #[arg(long, env = "TRELLIS_CONTROLLER_IDENTITY")]
+    controller_identity: Option<SpiffeId>,
+    /// The mesh's trust domain.
+    #[arg(long, env = "TRELLIS_TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// PEM file of the mesh trust anchors (root certificates).
+    #[arg(long, env = "TRELLIS_TRUST_ANCHORS")]
+    trust_anchors: PathBuf,
+    /// The workload's ServiceAccount token, re-read at every renewal.
+    #[arg(long, env = "TRELLIS_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// The SPIFFE ID this workload expects; requested in the CSR.
+    #[arg(long, env = "TRELLIS_IDENTITY")]
+    identity: Option<SpiffeId>,
+    #[arg(long, env = "TRELLIS_INBOUND_ADDR", default_value = "0.0.0.0:4143")]
+    inbound_addr: SocketAddr,
+    #[arg(long, env = "TRELLIS_OUTBOUND_ADDR", default_value = "127.0.0.1:4140")]
+    outbound_addr: SocketAddr,
+    #[arg(long, env = "TRELLIS_ADMIN_ADDR", default_value = "0.0.0.0:4191")]
+    admin_addr: SocketAddr,
+    /// YAML map of destination (IP or IP:port) to the SPIFFE ID it must present;
+    /// re-read on SIGHUP.
+    #[arg(long, env = "TRELLIS_PEERS")]
+    peers: Option<PathBuf>,
+    /// One destination and its identity, ADDR=SPIFFE-ID (repeatable).
+    #[arg(long = "peer", value_parser = parse_peer, env = "TRELLIS_PEER", value_delimiter = ',')]
+    peer: Vec<(PeerKey, String)>,
+    /// Refuse inbound connections that are not mesh mTLS.
+    #[arg(long, env = "TRELLIS_REQUIRE_MTLS")]
+    require_mtls: bool,
+    /// How long open connections may finish after SIGTERM.
+    #[arg(long, env = "TRELLIS_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Renew the certificate after this fraction of its lifetime.
+    #[arg(long, env = "TRELLIS_RENEW_AT", default_value_t = 0.7, value_parser = parse_fraction)]
+    renew_at: f64,
+    /// Log format.
+    #[arg(long, env = "TRELLIS_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
+    log_format: String,
+}
+
+fn parse_peer(s: &str) -> Result<(PeerKey, String), String> {
+    let (addr, id) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected ADDR=SPIFFE-ID"))?;
+    let key = addr.parse()?;
+    id.parse::<SpiffeId>().map_err(|e| e.to_string())?;
+    Ok((key, id.to_string()))
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f < 1.0 => Ok(f),
+        _ => Err(format!(
+            "{s:?}: expected a fraction between 0 and 1, such as 0.7"
+        )),
+    }
+}
+
+impl Args {
+    fn into_config(self) -> Result<Config, String> {
+        let controller_identity = match self.controller_identity {
+            Some(id) => id,
+            None => SpiffeId::for_service_account(
+                &self.trust_domain,
+                "trellis-system",
+                "trellis-controller",
+            )
+            .map_err(|e| format!("--trust-domain {:?}: {e}", self.trust_domain))?,
+        };
+        let mut config = Config::new(
+            self.controller_addr,
+            controller_identity,
+            self.trust_anchors,
+            self.token_file,
+        );
+        config.identity = self.identity;
+        config.inbound_addr = self.inbound_addr;
+        config.outbound_addr = self.outbound_addr;
+        config.admin_addr = self.admin_addr;
+        config.peers = PeerSource {
+            file: self.peers,
+            inline: self.peer,
+        };
+        config.require_mtls = self.require_mtls;
+        config.drain_timeout = self.drain_timeout;
+        config.renew_at = self.renew_at;
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    let config = match args.into_config() {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(%error, "invalid configuration");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "proxy failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), trellis_proxy::Error> {
+    tracing::info!(config = %serde_json::to_string(&config).unwrap_or_default(), "starting");
+    let listeners = Listeners::bind(&config).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    trellis_proxy::run(config, listeners, shutdown).await
+}
+
+/// SIGTERM (the kubelet) and SIGINT (a terminal) both start a graceful shutdown.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; only POST /shutdown stops the proxy");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        () = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,100 @@
+//! The admin server (port 4191): `/live`, `/ready`, `/metrics`, and `POST /shutdown`.
+//!
+//! It is plain HTTP/1.1 on its own port, which proxy-init never redirects, so the
+//! kubelet and Prometheus reach it without the mesh.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::identity::Identity;
+use crate::metrics::Metrics;
+
+/// What the admin endpoints report on and act on.
+#[derive(Clone)]
+pub struct State {
+    pub identity: Identity,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+}
+
+/// Serves for as long as the process lives: while connections drain after shutdown
+/// began, `/ready` says so and `/metrics` still shows what is left.
+pub async fn serve(listener: TcpListener, state: State) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(respond(&state, req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = conn.await {
+                tracing::debug!(%error, "admin connection");
+            }
+        });
+    }
+}
+
+fn respond(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
+        (&Method::GET, "/ready") => match state.identity.current() {
+            _ if state.shutdown.is_cancelled() => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: shutting down\n",
+            ),
+            Some(_) => text(StatusCode::OK, "ready\n"),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: no workload certificate yet\n",
+            ),
+        },
+        (&Method::GET, "/metrics") => Response::builder()
+            .header(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .body(Full::new(Bytes::from(state.metrics.encode())))
+            .unwrap_or_default(),
+        (&Method::POST, "/shutdown") => {
+            tracing::info!("shutdown requested on the admin port");
+            state.shutdown.cancel();
+            text(StatusCode::OK, "shutting down\n")
+        }
+        (_, "/live" | "/ready" | "/metrics") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+        (_, "/shutdown") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /live, /ready, /metrics or POST /shutdown\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    response
+}

@@ -1,0 +1,85 @@
+//! The proxy's effective configuration, built once at start-up by `main` from flags
+//! and `TRELLIS_*` variables (tests build it directly).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use trellis_identity::SpiffeId;
+
+use crate::peers::PeerSource;
+
+/// Everything the proxy needs to know before it accepts its first connection.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    /// Where redirected inbound connections arrive (iptables `PREROUTING` → here).
+    pub inbound_addr: SocketAddr,
+    /// Where the app's redirected outbound connections arrive (`OUTPUT` → here).
+    pub outbound_addr: SocketAddr,
+    /// `/live`, `/ready`, `/metrics`, `/shutdown`; never redirected by proxy-init.
+    pub admin_addr: SocketAddr,
+    /// The controller's identity service, `host:port`.
+    pub controller_addr: String,
+    /// The identity the controller must present; anything else is an impostor.
+    #[serde(serialize_with = "display")]
+    pub controller_identity: SpiffeId,
+    /// PEM bundle of the mesh roots every peer chain must lead to.
+    pub trust_anchors: PathBuf,
+    /// The ServiceAccount token proving who this workload is; re-read at every
+    /// renewal, since the kubelet rotates it.
+    pub token_file: PathBuf,
+    /// The identity this workload expects to be issued, requested in the CSR. The
+    /// controller decides from the token; this only makes a mismatch loud.
+    #[serde(serialize_with = "display_opt")]
+    pub identity: Option<SpiffeId>,
+    /// Where the static destination → identity map comes from.
+    pub peers: PeerSource,
+    /// Refuse inbound connections that are not mesh mTLS.
+    pub require_mtls: bool,
+    /// How long open connections may take to finish after shutdown begins.
+    #[serde(serialize_with = "duration")]
+    pub drain_timeout: Duration,
+    /// The fraction of a certificate's lifetime after which it is renewed.
+    pub renew_at: f64,
+}
+
+impl Config {
+    /// The addresses and defaults of DESIGN.md, for the given controller and files.
+    pub fn new(
+        controller_addr: String,
+        controller_identity: SpiffeId,
+        trust_anchors: PathBuf,
+        token_file: PathBuf,
+    ) -> Self {
+        Config {
+            inbound_addr: ([0, 0, 0, 0], 4143).into(),
+            outbound_addr: ([127, 0, 0, 1], 4140).into(),
+            admin_addr: ([0, 0, 0, 0], 4191).into(),
+            controller_addr,
+            controller_identity,
+            trust_anchors,
+            token_file,
+            identity: None,
+            peers: PeerSource::default(),
+            require_mtls: false,
+            drain_timeout: Duration::from_secs(30),
+            renew_at: 0.7,
+        }
+    }
+}
+
+fn display<S: serde::Serializer>(id: &SpiffeId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+fn display_opt<S: serde::Serializer>(id: &Option<SpiffeId>, s: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
+    }
+}
+
+fn duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
+}
