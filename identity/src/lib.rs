@@ -21,6 +21,9 @@ mod error;
 mod spiffe;
 pub mod tls;
 
+#[cfg(test)]
+mod testing;
+
 pub use chain::{Presenter, TrustAnchors, spiffe_id_of, verify_chain};
 pub use error::{Error, VerifyError};
 pub use spiffe::SpiffeId;

@@ -150,3 +150,6 @@ impl ServerCertVerifier for MeshServerVerifier {
         self.algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests;

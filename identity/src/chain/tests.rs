@@ -1,65 +1,11 @@
 //! Chain verification against real certificates made with rcgen: a root, an issuer
 //! under it, and leaves under the issuer, as the controller issues them.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
-};
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::UnixTime;
 use time::{Duration, OffsetDateTime};
 
 use super::*;
-
-struct Ca {
-    root: CertificateDer<'static>,
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("{name} root"));
-    let root = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("{name} issuer"));
-    let issuer = CertifiedIssuer::signed_by(params, KeyPair::generate().unwrap(), &root).unwrap();
-    Ca {
-        root: root.der().clone(),
-        issuer,
-    }
-}
-
-fn leaf(ca: &Ca, sans: &[&str], not_after: OffsetDateTime) -> CertificateDer<'static> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = sans
-        .iter()
-        .map(|s| SanType::URI(s.to_string().try_into().unwrap()))
-        .collect();
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.not_before = OffsetDateTime::now_utc() - Duration::minutes(5);
-    params.not_after = not_after;
-    let key = KeyPair::generate().unwrap();
-    params.signed_by(&key, &ca.issuer).unwrap().der().clone()
-}
-
-fn tomorrow() -> OffsetDateTime {
-    OffsetDateTime::now_utc() + Duration::days(1)
-}
-
-fn anchors(ca: &Ca) -> TrustAnchors {
-    TrustAnchors::from_der(vec![ca.root.clone()]).unwrap()
-}
+use crate::testing::{anchors, ca, leaf, tomorrow};
 
 const CHECKOUT: &str = "spiffe://cluster.local/ns/shop/sa/checkout";
 
