@@ -1,1 +1,224 @@
-fn main() {}
+//! `trellis-controller`: flags and environment into a [`Config`], logs, then
+//! [`trellis_control_plane::run`] until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use std::io::IsTerminal;
+
+use clap::{CommandFactory, Parser};
+use tracing_subscriber::EnvFilter;
+use trellis_control_plane::config::{
+    DEFAULT_CERT_LIFETIME, DEFAULT_LISTEN, DEFAULT_TOKEN_AUDIENCE, DEFAULT_TRUST_DOMAIN,
+};
+use trellis_control_plane::{CaSource, Config, LogFormat};
+
+/// The Trellis controller: certificate authority and identity service.
+#[derive(Debug, Parser)]
+#[command(name = "trellis-controller", version, about)]
+struct Args {
+    /// Address the gRPC (TLS) server listens on.
+    #[arg(long, env = "TRELLIS_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+
+    /// Trust domain of every SPIFFE ID issued.
+    #[arg(long, env = "TRELLIS_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+
+    /// Directory of a development CA (ca.crt, ca.key, issuer.crt, issuer.key),
+    /// generated there if absent. Instead of the three files below.
+    #[arg(
+        long,
+        env = "TRELLIS_DEV_CA",
+        value_name = "DIR",
+        conflicts_with_all = ["trust_anchors", "issuer_cert", "issuer_key"],
+        required_unless_present_all = ["trust_anchors", "issuer_cert", "issuer_key"],
+    )]
+    dev_ca: Option<PathBuf>,
+
+    /// Trust anchors (root certificates), PEM.
+    #[arg(
+        long,
+        env = "TRELLIS_TRUST_ANCHORS",
+        value_name = "FILE",
+        requires_all = ["issuer_cert", "issuer_key"],
+    )]
+    trust_anchors: Option<PathBuf>,
+
+    /// Issuer (intermediate) certificate, PEM, signed by a trust anchor.
+    #[arg(
+        long,
+        env = "TRELLIS_ISSUER_CERT",
+        value_name = "FILE",
+        requires_all = ["trust_anchors", "issuer_key"],
+    )]
+    issuer_cert: Option<PathBuf>,
+
+    /// Issuer private key, unencrypted PKCS#8 PEM.
+    #[arg(
+        long,
+        env = "TRELLIS_ISSUER_KEY",
+        value_name = "FILE",
+        requires_all = ["trust_anchors", "issuer_cert"],
+    )]
+    issuer_key: Option<PathBuf>,
+
+    /// JWKS file with the ServiceAccount token issuer's public keys (RSA, EC P-256).
+    #[arg(long, env = "TRELLIS_TOKEN_JWKS", value_name = "FILE")]
+    token_jwks: PathBuf,
+
+    /// Audience that tokens must name in their `aud` claim.
+    #[arg(long, env = "TRELLIS_TOKEN_AUDIENCE", default_value = DEFAULT_TOKEN_AUDIENCE)]
+    token_audience: String,
+
+    /// Lifetime of workload certificates, e.g. 24h, 90m, 20s.
+    #[arg(
+        long,
+        env = "TRELLIS_CERT_LIFETIME",
+        default_value = DEFAULT_CERT_LIFETIME,
+        value_parser = humantime::parse_duration,
+    )]
+    cert_lifetime: Duration,
+
+    /// Log format on stderr: plain or json. RUST_LOG filters (default info).
+    #[arg(long, env = "TRELLIS_LOG_FORMAT", default_value = "plain")]
+    log_format: LogFormat,
+}
+
+impl Args {
+    fn into_config(self) -> Config {
+        let ca = match (
+            self.dev_ca,
+            self.trust_anchors,
+            self.issuer_cert,
+            self.issuer_key,
+        ) {
+            (Some(dir), ..) => CaSource::Dev(dir),
+            (None, Some(trust_anchors), Some(issuer_cert), Some(issuer_key)) => CaSource::Files {
+                trust_anchors,
+                issuer_cert,
+                issuer_key,
+            },
+            // clap's `required_unless_present_all` and `requires_all` rule this out;
+            // should they not, the user still gets a usage error, not a panic.
+            _ => Args::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "give --dev-ca DIR, or all of --trust-anchors, --issuer-cert and --issuer-key",
+                )
+                .exit(),
+        };
+        Config {
+            listen: self.listen,
+            trust_domain: self.trust_domain,
+            ca,
+            token_jwks: self.token_jwks,
+            token_audience: self.token_audience,
+            cert_lifetime: self.cert_lifetime,
+            log_format: self.log_format,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Args::parse().into_config();
+    init_logs(config.log_format);
+    config.validate()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on --listen {}", config.listen))?;
+    trellis_control_plane::run(&config, listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+/// Completes on SIGTERM (how Kubernetes and `meshctl local down` stop us) or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the controller");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn dev_ca_and_ca_files_exclude_each_other() {
+        let parse = |args: &[&str]| Args::try_parse_from(args.iter().copied());
+        let base = ["trellis-controller", "--token-jwks", "/j"];
+        let dev = parse(&[&base[..], &["--dev-ca", "/ca"]].concat()).unwrap();
+        assert_eq!(dev.into_config().ca, CaSource::Dev("/ca".into()));
+        let files = [
+            "--trust-anchors",
+            "/a",
+            "--issuer-cert",
+            "/c",
+            "--issuer-key",
+            "/k",
+        ];
+        assert!(matches!(
+            parse(&[&base[..], &files].concat())
+                .unwrap()
+                .into_config()
+                .ca,
+            CaSource::Files { .. }
+        ));
+        assert!(parse(&base).is_err(), "no CA at all");
+        assert!(
+            parse(&[&base[..], &files[..2]].concat()).is_err(),
+            "anchors alone"
+        );
+        assert!(parse(&[&base[..], &files, &["--dev-ca", "/ca"]].concat()).is_err());
+    }
+
+    #[test]
+    fn lifetimes_and_formats_parse() {
+        let args = Args::try_parse_from([
+            "trellis-controller",
+            "--token-jwks",
+            "/j",
+            "--dev-ca",
+            "/ca",
+            "--cert-lifetime",
+            "20s",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(args.cert_lifetime, Duration::from_secs(20));
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(args.listen, DEFAULT_LISTEN.parse().unwrap());
+    }
+}

@@ -1,0 +1,150 @@
+//! Real objects for the tests: a development CA in a scratch directory, token signing
+//! keys (ES256 made here, RS256 from `testdata/`) with their JWKS, tokens shaped like
+//! projected ServiceAccount tokens, and CSRs.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rcgen::{CertificateParams, KeyPair, SanType};
+use ring::signature::{RsaKeyPair, RsaPublicKeyComponents};
+use rustls_pki_types::PrivatePkcs1KeyDer;
+use rustls_pki_types::pem::PemObject;
+use serde_json::{Value, json};
+
+use crate::token::mint;
+use crate::{Ca, TokenVerifier};
+
+pub const AUDIENCE: &str = "identity.trellis.io";
+pub const TRUST_DOMAIN: &str = "cluster.local";
+pub const ES_KID: &str = "es256-key";
+pub const RSA_KID: &str = "rs256-key";
+pub const CHECKOUT: &str = "spiffe://cluster.local/ns/shop/sa/checkout";
+
+/// A 2048-bit RSA key made once with `openssl genrsa -traditional 2048` (ring cannot
+/// generate RSA keys); PKCS#1, as ring signs with.
+const RSA_PEM: &[u8] = include_bytes!("testdata/token-signer-rsa.pem");
+
+/// A directory removed when the test ends.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub fn new(name: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "trellis-control-plane-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        ScratchDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A development CA, generated into its own scratch directory.
+pub fn dev_ca() -> (ScratchDir, Ca) {
+    let dir = ScratchDir::new("ca");
+    let ca = crate::ca::dev::load_or_generate(dir.path()).unwrap();
+    (dir, ca)
+}
+
+/// The keys the "API server" signs tokens with, and a stranger's key.
+pub struct Signers {
+    pub es256: KeyPair,
+    rsa_pkcs1: Vec<u8>,
+    pub stranger: KeyPair,
+}
+
+impl Signers {
+    pub fn new() -> Self {
+        let rsa_pkcs1 = PrivatePkcs1KeyDer::from_pem_slice(RSA_PEM)
+            .unwrap()
+            .secret_pkcs1_der()
+            .to_vec();
+        Signers {
+            es256: KeyPair::generate().unwrap(),
+            rsa_pkcs1,
+            stranger: KeyPair::generate().unwrap(),
+        }
+    }
+
+    /// The JWKS an API server would publish: both keys, with their `kid`s.
+    pub fn jwks(&self) -> String {
+        let rsa = RsaKeyPair::from_der(&self.rsa_pkcs1).unwrap();
+        let public: RsaPublicKeyComponents<Vec<u8>> = rsa.public().into();
+        let rsa_jwk = json!({
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": RSA_KID,
+            "n": URL_SAFE_NO_PAD.encode(&public.n),
+            "e": URL_SAFE_NO_PAD.encode(&public.e),
+        });
+        let es_jwk = mint::es256_jwk(self.es256.public_key_raw(), ES_KID).unwrap();
+        mint::jwks(&[rsa_jwk, es_jwk])
+    }
+
+    pub fn verifier(&self) -> TokenVerifier {
+        TokenVerifier::from_jwks(&self.jwks(), AUDIENCE).unwrap()
+    }
+
+    pub fn es256(&self, claims: &Value) -> String {
+        mint::sign_es256(&self.es256.serialize_der(), ES_KID, claims).unwrap()
+    }
+
+    pub fn rs256(&self, claims: &Value) -> String {
+        self.rs256_as(RSA_KID, claims)
+    }
+
+    /// An RS256 token claiming to be signed by key `kid`.
+    pub fn rs256_as(&self, kid: &str, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        let key = EncodingKey::from_rsa_der(&self.rsa_pkcs1);
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    /// A token signed by `key` with header `header`, whatever they are.
+    pub fn es256_with(&self, key: &KeyPair, header: Header, claims: &Value) -> String {
+        let key = EncodingKey::from_ec_der(&key.serialize_der());
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+}
+
+/// Claims for shop/checkout, valid for an hour from now, for [`AUDIENCE`].
+pub fn checkout_claims() -> Value {
+    mint::service_account_claims(
+        "shop",
+        "checkout",
+        Some("checkout-7d9f-abcde"),
+        AUDIENCE,
+        Duration::from_secs(3600),
+    )
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A CSR for `key` asking for `uris` as URI SANs.
+pub fn csr(key: &KeyPair, uris: &[&str]) -> Vec<u8> {
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = uris
+        .iter()
+        .map(|uri| SanType::URI((*uri).try_into().unwrap()))
+        .collect();
+    params.serialize_request(key).unwrap().der().to_vec()
+}
