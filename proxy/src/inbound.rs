@@ -13,7 +13,7 @@ use crate::detect::{self, Protocol};
 use crate::error::{ConnError, Error};
 use crate::forward::forward;
 use crate::identity::Identity;
-use crate::listener::{Accepted, Direction};
+use crate::listener::{self, Accepted, Direction};
 use crate::metrics::Metrics;
 use crate::orig_dst::{OrigDstAddr, orig_dst};
 use crate::tls::MeshTls;
@@ -45,8 +45,7 @@ impl Inbound {
     pub async fn handle(self, conn: Accepted) {
         let started = std::time::Instant::now();
         let (tls, result) = self.proxy(conn.stream).await;
-        self.metrics
-            .closed(Direction::Inbound, tls, &result, started.elapsed());
+        listener::closed(&self.metrics, Direction::Inbound, tls, &result, started);
     }
 
     async fn proxy(&self, stream: TcpStream) -> (bool, Result<(u64, u64), ConnError>) {
@@ -74,7 +73,7 @@ impl Inbound {
                         return (true, Err(e));
                     }
                 };
-                tracing::info!(client_id = %client_id, %dst, "mTLS accepted");
+                tracing::info!(client_id = %client_id, "mTLS accepted");
                 self.metrics.opened(
                     Direction::Inbound,
                     true,

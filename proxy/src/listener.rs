@@ -4,12 +4,15 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
+
+use crate::error::ConnError;
+use crate::metrics::Metrics;
 
 /// Which way a connection crosses the pod boundary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -37,6 +40,28 @@ pub struct Accepted {
     pub id: u64,
     pub stream: TcpStream,
     pub client: SocketAddr,
+}
+
+/// Accounts for a connection that ended: counted by outcome and logged once, in its
+/// span, with its byte counts or its error.
+pub fn closed(
+    metrics: &Metrics,
+    direction: Direction,
+    tls: bool,
+    result: &Result<(u64, u64), ConnError>,
+    started: Instant,
+) {
+    let duration = started.elapsed();
+    match result {
+        Ok((read, written)) => {
+            metrics.closed(direction, tls, "ok");
+            tracing::info!(read, written, ?duration, "closed");
+        }
+        Err(error) => {
+            metrics.closed(direction, tls, error.kind());
+            tracing::info!(%error, kind = error.kind(), ?duration, "failed");
+        }
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

@@ -9,9 +9,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use std::time::Duration;
-
-use crate::error::ConnError;
 use crate::listener::Direction;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -136,18 +133,8 @@ impl Metrics {
             .inc();
     }
 
-    /// A connection ended: counted by outcome, and logged once with its byte counts.
-    pub fn closed(
-        &self,
-        direction: Direction,
-        tls: bool,
-        result: &Result<(u64, u64), ConnError>,
-        duration: Duration,
-    ) {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(e) => e.kind(),
-        };
+    /// A connection ended, with `outcome` (`ok` or an error kind).
+    pub fn closed(&self, direction: Direction, tls: bool, outcome: &'static str) {
         self.tcp_close
             .get_or_create(&CloseLabels {
                 direction: direction.as_str(),
@@ -155,10 +142,6 @@ impl Metrics {
                 outcome,
             })
             .inc();
-        match result {
-            Ok((read, written)) => tracing::info!(read, written, ?duration, "closed"),
-            Err(error) => tracing::info!(%error, kind = outcome, ?duration, "failed"),
-        }
     }
 
     /// The OpenMetrics text exposition of every metric.

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use crate::error::{ConnError, Error};
 use crate::forward::forward;
 use crate::identity::Identity;
-use crate::listener::{Accepted, Direction};
+use crate::listener::{self, Accepted, Direction};
 use crate::metrics::Metrics;
 use crate::orig_dst::{OrigDstAddr, orig_dst};
 use crate::peers::Peers;
@@ -44,8 +44,7 @@ impl Outbound {
     pub async fn handle(self, conn: Accepted) {
         let started = std::time::Instant::now();
         let (tls, result) = self.proxy(conn.stream).await;
-        self.metrics
-            .closed(Direction::Outbound, tls, &result, started.elapsed());
+        listener::closed(&self.metrics, Direction::Outbound, tls, &result, started);
     }
 
     async fn proxy(&self, mut app: TcpStream) -> (bool, Result<(u64, u64), ConnError>) {

@@ -88,9 +88,11 @@ pub fn load_or_generate(dir: &Path) -> Result<Ca, Error> {
 /// Writes a new root (P-256, unconstrained CA, ~10 years) and an issuer under it
 /// (P-256, CA with path length 0, ~1 year) into `dir`.
 fn generate(dir: &Path, files: &DevCaFiles) -> Result<(), Error> {
+    // 0755: the certificates are public (proxies running as their own UID read
+    // `ca.crt`), and each key file is 0600 on its own.
     DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(0o755)
         .create(dir)
         .map_err(|error| Error::Write {
             path: dir.to_path_buf(),
