@@ -1,1 +1,40 @@
+//! Helpers for Trellis's end-to-end tests, which run the real binaries in network
+//! namespaces and read like stories (see `tests/`).
+//!
+//! A test first asks [`host_can_run_pods`]: without root or the tools it prints why and
+//! returns early, unless `TRELLIS_E2E=require` (CI), where it fails with the reason.
+//! Every test then builds its own mesh with its own bridge, subnet and namespace names
+//! ([`Names`]), so tests run in parallel, and every piece is removed by a `Drop` guard
+//! however the test ends.
+//!
+//! # Layout
+//! - `gate.rs`: whether this host can run the tests, and the `TRELLIS_E2E` rule.
+//! - `binaries.rs`: the built binaries next to the test executable.
+//! - `names.rs`: per-test names and subnets that do not collide.
+//! - `mesh.rs`: a bridge, a controller and pods with sidecars ([`Mesh`], [`MeshPod`]).
+//! - `issuer.rs`: the test's own ServiceAccount token issuer (key, JWKS, tokens).
+//! - `daemon.rs`: a child process that is stopped when dropped.
+//! - `echo.rs`: a TCP echo app on a thread inside a pod.
+//! - `capture.rs`: tcpdump on a link; `pcap.rs`: reading what it wrote.
+//! - `http.rs`: bare HTTP GETs and summing Prometheus counters.
 
+mod binaries;
+mod capture;
+mod daemon;
+mod echo;
+mod gate;
+mod http;
+mod issuer;
+mod mesh;
+mod names;
+pub mod pcap;
+
+pub use binaries::binary;
+pub use capture::Capture;
+pub use daemon::Daemon;
+pub use echo::EchoServer;
+pub use gate::host_can_run_pods;
+pub use http::{Metrics, http_get, wait_until};
+pub use issuer::TestIssuer;
+pub use mesh::{Mesh, MeshPod};
+pub use names::Names;

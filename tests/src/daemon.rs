@@ -1,0 +1,100 @@
+//! A background process that is stopped when dropped, so a failing test leaves no
+//! controller or proxy running behind it.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// A child in its own process group, its output going to a log file.
+#[derive(Debug)]
+pub struct Daemon {
+    what: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `command` with stdout and stderr in `log`.
+    pub fn spawn(what: &str, mut command: Command, log: &Path) -> anyhow::Result<Daemon> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        // The mesh binaries must get exactly the flags the test passes.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("TRELLIS_") {
+                command.env_remove(key);
+            }
+        }
+        let child = command
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Its own group: stopping it stops whatever it forked, and the terminal's
+            // Ctrl-C reaches only the test runner, whose guards then clean up.
+            .process_group(0)
+            .spawn()
+            .with_context(|| {
+                format!("starting {what}: {}", trellis_netns::command_line(&command))
+            })?;
+        Ok(Daemon {
+            what: what.to_string(),
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `None` while it runs; its exit status once it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last lines of its log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        format!(
+            "--- last lines of {} ({}) ---\n{}",
+            self.what,
+            self.log.display(),
+            all[all.len().saturating_sub(lines)..].join("\n")
+        )
+    }
+
+    /// Sends SIGHUP (the proxies reload their peers map on it).
+    pub fn hangup(&self) {
+        let _ = nix::sys::signal::kill(self.group(), Signal::SIGHUP);
+    }
+
+    fn group(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        let _ = killpg(self.group(), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                let _ = killpg(self.group(), Signal::SIGKILL);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = killpg(self.group(), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}

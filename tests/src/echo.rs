@@ -1,0 +1,73 @@
+//! A TCP echo app running on a thread "inside" a pod: its listener was bound in the
+//! pod's network namespace, so it serves that pod from the test process itself.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+/// Echoes every connection; counts the connections it accepted.
+pub struct EchoServer {
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EchoServer {
+    /// Binds `0.0.0.0:port` inside `netns` and starts serving.
+    pub fn start_in(netns: &str, port: u16) -> anyhow::Result<EchoServer> {
+        let listener = trellis_netns::run_in(netns, move || TcpListener::bind(("0.0.0.0", port)))?
+            .with_context(|| format!("binding the echo app to port {port} in {netns}"))?;
+        // Polled, so that dropping the server ends the thread and closes the socket.
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (stop, accepted) = (stop.clone(), accepted.clone());
+            std::thread::spawn(move || serve(&listener, &stop, &accepted))
+        };
+        Ok(EchoServer {
+            stop,
+            accepted,
+            thread: Some(thread),
+        })
+    }
+
+    /// How many connections reached the app.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+fn serve(listener: &TcpListener, stop: &AtomicBool, accepted: &AtomicUsize) {
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((mut conn, _)) => {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let _ = conn.set_nonblocking(false);
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = conn.read(&mut buf) {
+                        if conn.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
