@@ -4,11 +4,11 @@
 use std::fs::File;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 /// A child in its own process group, its output going to a log file.
@@ -54,13 +54,32 @@ impl Daemon {
     }
 
     /// `None` while it runs; its exit status once it has exited.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `timeout` for it to exit; its exit status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The last lines of its log, for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = self.log_text();
         let all: Vec<&str> = text.lines().collect();
         format!(
             "--- last lines of {} ({}) ---\n{}",
@@ -72,10 +91,19 @@ impl Daemon {
 
     /// Sends SIGHUP (the proxies reload their peers map on it).
     pub fn hangup(&self) {
-        let _ = nix::sys::signal::kill(self.group(), Signal::SIGHUP);
+        let _ = kill(self.leader(), Signal::SIGHUP);
     }
 
-    fn group(&self) -> Pid {
+    /// Sends SIGTERM to the program alone, not its group: it must stop by itself,
+    /// as it would in a container. `ip netns exec` and `setpriv` both exec, so the
+    /// child is the program.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        kill(self.leader(), Signal::SIGTERM)
+            .with_context(|| format!("sending SIGTERM to {} ({})", self.what, self.pid()))
+    }
+
+    /// The child's pid, which is also its process group's id (`process_group(0)`).
+    fn leader(&self) -> Pid {
         Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX))
     }
 }
@@ -85,16 +113,12 @@ impl Drop for Daemon {
         if self.exited().is_some() {
             return;
         }
-        let _ = killpg(self.group(), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if self.exited().is_some() {
-                let _ = killpg(self.group(), Signal::SIGKILL);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let _ = killpg(self.leader(), Signal::SIGTERM);
+        let stopped = self.wait_exit(Duration::from_secs(5)).is_some();
+        // Whatever it forked goes too, whether or not it stopped in time.
+        let _ = killpg(self.leader(), Signal::SIGKILL);
+        if !stopped {
+            let _ = self.child.wait();
         }
-        let _ = killpg(self.group(), Signal::SIGKILL);
-        let _ = self.child.wait();
     }
 }

@@ -1,8 +1,8 @@
 //! A TCP echo app running on a thread "inside" a pod: its listener was bound in the
 //! pod's network namespace, so it serves that pod from the test process itself.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpListener;
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -41,6 +41,35 @@ impl EchoServer {
     pub fn connections(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
+}
+
+/// Sends `message` on `conn` and reads as many bytes back: what an echo answers.
+pub fn round_trip(conn: &mut TcpStream, message: &str) -> std::io::Result<String> {
+    conn.write_all(message.as_bytes())?;
+    let mut reply = vec![0u8; message.len()];
+    conn.read_exact(&mut reply)?;
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// Sends `message` on `conn` and reads until the connection ends. `Ok` if it ended
+/// (EOF or a reset) with nothing echoed; otherwise what came back instead.
+pub fn ends_unanswered(conn: &mut TcpStream, message: &str) -> Result<(), String> {
+    // The far end may be gone already: then the write itself meets the reset.
+    let _ = conn.write_all(message.as_bytes());
+    let mut reply = Vec::new();
+    match conn.read_to_end(&mut reply) {
+        Ok(_) if reply.is_empty() => Ok(()),
+        Ok(_) => Err(format!("it answered {:?}", String::from_utf8_lossy(&reply))),
+        Err(e) if is_reset(e.kind()) => Ok(()),
+        Err(e) => Err(format!("expected EOF or a reset, got {e} ({:?})", e.kind())),
+    }
+}
+
+fn is_reset(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+    )
 }
 
 fn serve(listener: &TcpListener, stop: &AtomicBool, accepted: &AtomicUsize) {

@@ -14,7 +14,7 @@
 //! - `mesh.rs`: a bridge, a controller and pods with sidecars ([`Mesh`], [`MeshPod`]).
 //! - `issuer.rs`: the test's own ServiceAccount token issuer (key, JWKS, tokens).
 //! - `daemon.rs`: a child process that is stopped when dropped.
-//! - `echo.rs`: a TCP echo app on a thread inside a pod.
+//! - `echo.rs`: a TCP echo app on a thread inside a pod, and what a client sees of it.
 //! - `capture.rs`: tcpdump on a link; `pcap.rs`: reading what it wrote.
 //! - `http.rs`: bare HTTP GETs and summing Prometheus counters.
 
@@ -32,7 +32,7 @@ pub mod pcap;
 pub use binaries::binary;
 pub use capture::Capture;
 pub use daemon::Daemon;
-pub use echo::EchoServer;
+pub use echo::{EchoServer, ends_unanswered, round_trip};
 pub use gate::host_can_run_pods;
 pub use http::{Metrics, http_get, wait_until};
 pub use issuer::TestIssuer;

@@ -7,10 +7,10 @@
 //! kept and its path printed.
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -41,6 +41,12 @@ impl Mesh {
     /// Creates the bridge and starts the controller with a development CA and the
     /// test's JWKS; returns once the controller accepts connections.
     pub fn start() -> anyhow::Result<Mesh> {
+        Mesh::start_with(&[])
+    }
+
+    /// [`start`](Self::start), with more flags for the controller: a story that must
+    /// see a renewal asks for `--cert-lifetime 20s` rather than wait a day.
+    pub fn start_with(controller_args: &[&str]) -> anyhow::Result<Mesh> {
         let names = Names::new();
         let dir = std::env::temp_dir().join(format!("trellis-e2e-{}", names.tag));
         let _ = fs::remove_dir_all(&dir);
@@ -66,7 +72,8 @@ impl Mesh {
             .arg(mesh.dir.join("ca"))
             .arg("--token-jwks")
             .arg(mesh.dir.join("jwks.json"))
-            .args(["--trust-domain", TRUST_DOMAIN]);
+            .args(["--trust-domain", TRUST_DOMAIN])
+            .args(controller_args);
         let log = mesh.dir.join("controller.log");
         mesh.controller = Some(Daemon::spawn("the controller", controller, &log)?);
 
@@ -94,6 +101,14 @@ impl Mesh {
 
     fn trust_anchors(&self) -> PathBuf {
         self.dir.join("trust-anchors.pem")
+    }
+
+    /// Everything the controller logged so far.
+    pub fn controller_log(&self) -> String {
+        self.controller
+            .as_ref()
+            .map(Daemon::log_text)
+            .unwrap_or_default()
     }
 
     /// Where the test may put files (captures) that should go away with the mesh.
@@ -186,6 +201,16 @@ impl MeshPod {
     /// Starts the sidecar as uid 2102 with `peers` (pod IP → the identity its server
     /// must present) as its peers map, and waits for `/ready`.
     pub fn start_sidecar(&mut self, peers: &[(Ipv4Addr, &str)]) -> anyhow::Result<()> {
+        self.start_sidecar_with(peers, &[])
+    }
+
+    /// [`start_sidecar`](Self::start_sidecar), with more flags for the proxy (such as
+    /// a short `--drain-timeout`).
+    pub fn start_sidecar_with(
+        &mut self,
+        peers: &[(Ipv4Addr, &str)],
+        proxy_args: &[&str],
+    ) -> anyhow::Result<()> {
         let peers_file = self.dir.join("peers.yaml");
         let yaml: String = peers
             .iter()
@@ -213,7 +238,8 @@ impl MeshPod {
             .arg("--identity")
             .arg(&self.identity)
             .arg("--peers")
-            .arg(&peers_file);
+            .arg(&peers_file)
+            .args(proxy_args);
         let what = format!("the proxy of pod {}", self.name);
         let mut daemon = Daemon::spawn(&what, proxy, &self.dir.join("proxy.log"))?;
         let admin = self.admin();
@@ -231,9 +257,42 @@ impl MeshPod {
         Ok(())
     }
 
+    /// A TCP connection made by this pod's app: it goes through the pod's rules, so
+    /// through its sidecar, like any connection the app makes.
+    pub fn connect(&self, target: SocketAddrV4) -> anyhow::Result<TcpStream> {
+        let conn = trellis_netns::run_in(self.netns(), move || {
+            TcpStream::connect_timeout(&target.into(), Duration::from_secs(5))
+        })?
+        .with_context(|| format!("connecting to {target} from pod {}", self.name))?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(conn)
+    }
+
+    /// Sends SIGTERM to the sidecar, as the kubelet does when the pod is deleted.
+    pub fn terminate_sidecar(&self) -> anyhow::Result<()> {
+        let proxy = self
+            .proxy
+            .as_ref()
+            .context("the sidecar was never started")?;
+        proxy.terminate()
+    }
+
+    /// Waits up to `timeout` for the sidecar to exit; how it exited, if it did.
+    pub fn wait_for_sidecar_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.proxy.as_mut()?.wait_exit(timeout)
+    }
+
     /// The sidecar's `/metrics`.
     pub fn metrics(&self) -> anyhow::Result<Metrics> {
         Metrics::fetch(self.admin())
+    }
+
+    /// Everything the sidecar logged so far.
+    pub fn proxy_log_text(&self) -> String {
+        self.proxy
+            .as_ref()
+            .map(Daemon::log_text)
+            .unwrap_or_default()
     }
 
     /// The end of the sidecar's log, for failure messages.

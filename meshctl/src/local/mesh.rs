@@ -57,8 +57,7 @@ impl Local {
         Bridge::create(&settings.bridge, gateway)?;
 
         let issuer = self.issuer_or_create()?;
-        let jwks = serde_json::to_vec_pretty(&issuer.jwks()).unwrap_or_default();
-        write_file(&state.jwks(), &jwks, 0o644)?;
+        write_file(&state.jwks(), issuer.jwks().as_bytes(), 0o644)?;
         if !state.peers().exists() {
             peers::store(&state.peers(), &peers::Peers::new())?;
         }

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -68,7 +68,7 @@ impl Local {
             service_account: &pod.service_account,
             pod: &pod.name,
         };
-        let token = issuer.token(&workload, SystemTime::now())?;
+        let token = issuer.token(&workload)?;
         // 0644: the proxy reads it as uid 2102. It grants nothing beyond this pod's
         // identity on this host, which root could take anyway.
         write_file(&files.token(), token.as_bytes(), 0o644)?;
