@@ -8,19 +8,27 @@
 use std::io;
 use std::process::ExitStatus;
 
-/// Exit code for an invalid invocation: a malformed flag value. Clap uses the same code
-/// for its own usage errors, so "2" always means "fix the command line".
+/// Exit code for an I/O failure of our own (a pipe to a child, stdout).
+pub const EXIT_IO: u8 = 1;
+/// Exit code for an invalid invocation: an unknown flag, a malformed port or port list,
+/// settings that contradict each other. Clap uses the same code for its own usage
+/// errors, so "2" always means "fix the command line".
 pub const EXIT_USAGE: u8 = 2;
-/// Exit code when `iptables-save` or `iptables-restore` cannot be run at all.
+/// Exit code when a firewall binary (`iptables-*-save`/`-restore`, `nft`) cannot be run.
 pub const EXIT_NO_BINARY: u8 = 3;
 /// Exit code when the kernel refuses: not root, or no `CAP_NET_ADMIN`.
 pub const EXIT_PERMISSION: u8 = 4;
-/// Exit code when `iptables-save` fails for another reason.
+/// Exit code when reading the current rules fails for another reason.
 pub const EXIT_SAVE_FAILED: u8 = 5;
-/// Exit code when `iptables-restore` rejects the document (nothing was changed).
+/// Exit code when the rules are rejected; nothing was changed.
 pub const EXIT_RESTORE_FAILED: u8 = 6;
-/// Exit code for an I/O failure of our own (a pipe to a child, stdout).
-pub const EXIT_IO: u8 = 1;
+/// Exit code of `validate` when outbound traffic is not redirected to the proxy.
+pub const EXIT_NOT_REDIRECTED: u8 = 7;
+/// Exit code for a `--backend` that is none of `legacy`, `nft`, `nftables`, `auto`.
+pub const EXIT_UNKNOWN_BACKEND: u8 = 8;
+/// Exit code for a malformed address range in `--skip-outbound-cidrs` or
+/// `--include-outbound-cidrs`.
+pub const EXIT_BAD_CIDR: u8 = 9;
 
 /// Why proxy-init stopped.
 #[derive(Debug, thiserror::Error)]
@@ -33,12 +41,56 @@ pub enum Error {
         reason: PortListError,
     },
 
-    #[error("{binary} not found: install iptables, or point {flag} (env {env}) at the binary")]
+    #[error("invalid {flag} (env {env}) {value:?}: {reason}; expected one port, 1-65535")]
+    InvalidPort {
+        flag: &'static str,
+        env: String,
+        value: String,
+        reason: PortListError,
+    },
+
+    #[error(
+        "{first} and {second} are both {port}: the proxy needs a port of its own for each \
+         listener, or one would be redirected into the other"
+    )]
+    SamePort {
+        first: &'static str,
+        second: &'static str,
+        port: u16,
+    },
+
+    #[error(
+        "invalid {flag} (env {env}) 0: every process running as root in the pod would \
+         bypass the proxy; give the proxy an id of its own (2102)"
+    )]
+    RootExempted { flag: &'static str, env: String },
+
+    #[error("invalid {flag} (env {env}) {value:?}: {reason}; expected e.g. 10.0.0.0/8,fd00::/8")]
+    InvalidCidrs {
+        flag: &'static str,
+        env: String,
+        value: String,
+        reason: CidrListError,
+    },
+
+    #[error(
+        "unknown --backend (env TRELLIS_BACKEND) {value:?}: expected legacy, nft, nftables or auto"
+    )]
+    UnknownBackend { value: String },
+
+    #[error("{binary} not found: install {package}, or point {flag} (env {env}) at the binary")]
     BinaryNotFound {
         binary: String,
+        package: &'static str,
         flag: &'static str,
         env: String,
     },
+
+    #[error(
+        "no firewall tools found: none of iptables-nft-restore, iptables-legacy-restore or nft \
+         is on PATH; install iptables or nftables"
+    )]
+    NoBackend,
 
     #[error("cannot run {binary} (set by {flag}, env {env}): {source}")]
     CannotRun {
@@ -49,13 +101,14 @@ pub enum Error {
     },
 
     #[error(
-        "{binary} was denied permission ({detail}): run trellis-proxy-init as root with CAP_NET_ADMIN and CAP_NET_RAW in the pod's network namespace"
+        "{binary} was denied permission ({detail}): run trellis-proxy-init as root with \
+         CAP_NET_ADMIN and CAP_NET_RAW in the pod's network namespace"
     )]
     PermissionDenied { binary: String, detail: String },
 
-    #[error("{binary} -t nat failed ({status}): {detail}")]
+    #[error("`{command}` failed ({status}): {detail}")]
     SaveFailed {
-        binary: String,
+        command: String,
         status: ExitStatus,
         detail: String,
     },
@@ -67,23 +120,46 @@ pub enum Error {
         detail: String,
     },
 
+    #[error(
+        "{failed}; undoing the {family} rules applied just before also failed ({undo}): run \
+         trellis-proxy-init --cleanup"
+    )]
+    RollbackFailed {
+        failed: Box<Error>,
+        family: &'static str,
+        undo: Box<Error>,
+    },
+
     #[error("cannot exchange data with {binary}: {source}")]
     Pipe { binary: String, source: io::Error },
 
-    #[error("cannot write the document to stdout: {0}")]
+    #[error("cannot write to stdout: {0}")]
     Stdout(#[source] io::Error),
+
+    #[error("validation failed: {0}")]
+    NotRedirected(String),
 }
 
 impl Error {
     /// The process exit code for this failure (see the crate documentation).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::InvalidPorts { .. } => EXIT_USAGE,
-            Error::BinaryNotFound { .. } | Error::CannotRun { .. } => EXIT_NO_BINARY,
+            Error::InvalidPorts { .. }
+            | Error::InvalidPort { .. }
+            | Error::SamePort { .. }
+            | Error::RootExempted { .. } => EXIT_USAGE,
+            Error::InvalidCidrs { .. } => EXIT_BAD_CIDR,
+            Error::UnknownBackend { .. } => EXIT_UNKNOWN_BACKEND,
+            Error::BinaryNotFound { .. } | Error::NoBackend | Error::CannotRun { .. } => {
+                EXIT_NO_BINARY
+            }
             Error::PermissionDenied { .. } => EXIT_PERMISSION,
             Error::SaveFailed { .. } => EXIT_SAVE_FAILED,
             Error::RestoreFailed { .. } => EXIT_RESTORE_FAILED,
+            // The cause decides: a permission problem stays a permission problem.
+            Error::RollbackFailed { failed, .. } => failed.exit_code(),
             Error::Pipe { .. } | Error::Stdout(_) => EXIT_IO,
+            Error::NotRedirected(_) => EXIT_NOT_REDIRECTED,
         }
     }
 }
@@ -99,6 +175,17 @@ pub enum PortListError {
     OutOfRange(String),
     #[error("range {first}-{last} ends before it starts")]
     BackwardsRange { first: u16, last: u16 },
+}
+
+/// Why a list of networks such as `10.0.0.0/8,fd00::/8` does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrListError {
+    #[error("empty entry (two commas in a row, or a trailing comma)")]
+    EmptyEntry,
+    #[error("{0:?} is not an IP address")]
+    NotAnAddress(String),
+    #[error("{0:?} has a bad prefix length: 0-32 for IPv4, 0-128 for IPv6")]
+    BadPrefix(String),
 }
 
 /// The `TRELLIS_*` environment variable that sets `flag`: `--skip-inbound-ports` is

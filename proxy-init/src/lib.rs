@@ -1,74 +1,121 @@
-//! Trellis proxy-init: computes, installs and removes the iptables rules that send a
-//! pod's TCP traffic through its sidecar proxy.
+//! Trellis proxy-init: computes, installs and removes the netfilter rules that send a
+//! pod's TCP traffic through its sidecar proxy, and checks that they work.
 //!
 //! It runs once per pod, as an init container (or from `meshctl local run`), as root
-//! with `CAP_NET_ADMIN` in the pod's network namespace, before the app starts. Everything
-//! goes in the `nat` table of the *current* network namespace, through one
-//! `iptables-restore --noflush` document: the kernel applies it as one transaction, so a
-//! pod never runs with half its rules, and other software's rules are left alone.
+//! with `CAP_NET_ADMIN` in the pod's network namespace, before the app starts. Every
+//! rule lives in Trellis's own chains (or its own nftables table) in the nat hooks of
+//! the *current* network namespace, and only the two jumps into them touch chains that
+//! other software shares: an operator can trust that every TCP connection into and out
+//! of the pod passes the proxy except the ones they excluded, and that nothing else is
+//! changed.
 //!
 //! # The rules, and why each exists
 //!
-//! `TRELLIS_INBOUND`, jumped to from `PREROUTING` (traffic arriving at the pod):
-//! 1. `-p tcp --dport <admin-port> -j RETURN` (`trellis/skip-admin-port`): kubelet
-//!    probes and Prometheus talk to the proxy's admin server itself.
-//! 2. `-p tcp -m multiport --dports <ports> -j RETURN` (`trellis/skip-inbound-ports`):
-//!    ports the operator keeps out of the mesh; at most 15 port slots per rule (a range
-//!    takes two), so long lists become several rules.
-//! 3. `-p tcp -j REDIRECT --to-ports <inbound-port>` (`trellis/redirect-inbound`): all
-//!    other inbound TCP reaches the proxy's inbound listener, which finds the app port
-//!    with `SO_ORIGINAL_DST`.
+//! `TRELLIS_INBOUND`, jumped to from `PREROUTING` (connections arriving at the pod):
+//! 1. `skip-proxy-ports`: TCP to the admin, inbound and outbound ports returns. Kubelet
+//!    probes and Prometheus reach the admin server itself; a connection to a proxy
+//!    listener is never redirected into another one (a loop).
+//! 2. `skip-inbound-ports`: ports the operator keeps out of the mesh return.
+//! 3. `redirect-inbound`: all other TCP goes to the inbound port, where the proxy reads
+//!    the app port with `SO_ORIGINAL_DST`; or, with `--redirect-inbound-ports`,
+//!    `redirect-inbound-ports` redirects only those.
 //!
-//! `TRELLIS_OUTPUT`, jumped to from `OUTPUT` (traffic leaving processes in the pod):
-//! 1. `-m owner --uid-owner <proxy-uid> -j RETURN` (`trellis/skip-proxy-uid`): the
-//!    proxy's own connections go out as they are, or they would loop into the proxy.
-//! 2. `-o lo -j RETURN` (`trellis/skip-loopback`): traffic inside the pod, including
-//!    the proxy forwarding inbound connections to the app on `127.0.0.1`.
-//! 3. `-p tcp -m multiport --dports <ports> -j RETURN` (`trellis/skip-outbound-ports`).
-//! 4. `-p tcp -j REDIRECT --to-ports <outbound-port>` (`trellis/redirect-outbound`).
+//! `TRELLIS_OUTPUT`, jumped to from `OUTPUT` (connections opened inside the pod):
+//! 1. `skip-proxy-ports`: as inbound; e.g. a meshed Prometheus scraping other proxies'
+//!    admin ports in plain HTTP.
+//! 2. `proxy-uid-to-own-pod` (and `proxy-gid-to-own-pod`): the proxy connecting over
+//!    `lo` to an address that is not loopback (its own pod IP, because the app called
+//!    its own service and discovery named this pod) goes to the *inbound* port. The
+//!    outbound side speaks mesh TLS; without this rule it would reach the app directly,
+//!    which cannot read it, and an app calling itself would be silently broken.
+//! 3. `skip-proxy-uid` (and `skip-proxy-gid`): the proxy's own connections leave as
+//!    they are, or every connection it opens would loop back into it. UID/GID 0 is
+//!    refused: it would exempt every root process in the pod.
+//! 4. `skip-loopback`: everything else over `lo` stays there: the app talking to itself
+//!    on `127.0.0.1` or on its own pod IP (that works, bypassing only its own proxy),
+//!    and the proxy handing inbound connections to the app on `127.0.0.1`.
+//! 5. `skip-outbound-ports`, `skip-outbound-cidrs`: the operator's exceptions return.
+//! 6. `redirect-outbound`: all other TCP goes to the outbound port; or, with
+//!    `--include-outbound-cidrs`, `redirect-outbound-cidrs` redirects only those
+//!    networks (a family with none of them is not redirected at all).
 //!
-//! Only TCP is redirected; UDP (DNS) and everything else pass untouched.
+//! Only TCP is redirected; UDP (DNS) and everything else pass untouched. IPv6 gets the
+//! same rules unless `--ipv6=false`: an unredirected family is a way around the mesh.
 //!
-//! # Idempotence
+//! # Backends
 //!
-//! The document declares both chains (`:TRELLIS_INBOUND - [0:0]`, which in `--noflush`
-//! mode creates the chain or flushes it) and rewrites their rules; the jumps
-//! (`trellis/inbound-jump`, `trellis/outbound-jump`) are appended only if
-//! `iptables-save -t nat` does not show them, and extra jumps are deleted. Running twice
-//! leaves `iptables-save -t nat` as the first run did. `--cleanup` removes the jumps to
-//! Trellis's chains and the chains, and nothing else.
+//! `legacy` and `nft` write the chains above as `iptables-restore --noflush` documents
+//! (one per family); `nftables` writes one `table inet trellis` for `nft -f`, whose
+//! chains `inbound` and `outbound` hold the same rules. `auto` joins what the namespace
+//! already uses (`detect.rs`).
+//!
+//! # Atomic, idempotent, repairing
+//!
+//! Each document is one kernel transaction. An iptables document declares both chains
+//! (`:TRELLIS_INBOUND - [0:0]`, which in `--noflush` mode creates or flushes the
+//! chain) and refills them, and adds a jump (`trellis/inbound-jump`,
+//! `trellis/outbound-jump`) only where `iptables-save -t nat` lacks it, deleting
+//! duplicates and old spellings. The nftables document deletes and recreates its table.
+//! Either way a second run leaves the tables exactly as the first did, and whatever an
+//! interrupted earlier run left is rewritten. If an IPv6 pass is rejected after the IPv4
+//! pass applied, the IPv4 nat table is put back as it was. `--cleanup` removes the jumps
+//! and chains (or the table), and nothing else.
 //!
 //! # Exit codes
 //!
 //! | code | meaning |
 //! | --- | --- |
-//! | 0 | rules installed or removed, or `--dry-run` printed the document |
+//! | 0 | rules installed or removed, `--dry-run` printed the documents, or `validate` passed |
 //! | 1 | I/O failure of our own: a pipe to iptables, or stdout |
-//! | 2 | invalid invocation: unknown flag, bad number, malformed port list |
-//! | 3 | `iptables-save` / `iptables-restore` not found or not executable |
+//! | 2 | invalid command line: unknown flag, malformed port or port list, two proxy ports the same, UID/GID 0 |
+//! | 3 | a firewall binary (`iptables-*`, `ip6tables-*`, `nft`) not found or not executable |
 //! | 4 | permission denied: not root, or no `CAP_NET_ADMIN` |
-//! | 5 | `iptables-save` failed for another reason |
-//! | 6 | `iptables-restore` rejected the document; nothing was changed |
+//! | 5 | reading the current rules failed for another reason |
+//! | 6 | the rules were rejected; nothing was changed |
+//! | 7 | `validate`: outbound connections are not redirected to the proxy |
+//! | 8 | unknown `--backend` |
+//! | 9 | malformed `--skip-outbound-cidrs` / `--include-outbound-cidrs` |
 //!
 //! # Layout
 //! - `main.rs`: flags (clap, each also `TRELLIS_*`), the run, exit codes.
-//! - `settings.rs`: [`Settings`] and port lists ([`PortList`], [`PortSpec`]).
-//! - `rules.rs`: the rules as values and the pure [`render`] / [`render_cleanup`];
-//!   golden tests in `rules/tests.rs`.
-//! - `table.rs`: reading an `iptables-save -t nat` dump.
-//! - `apply.rs`: [`Iptables`], running `iptables-save` and `iptables-restore`.
+//! - `settings.rs`: [`Settings`] and the checks across them; `ports.rs` and `cidr.rs`:
+//!   parsing port lists and networks.
+//! - `rules.rs`: the rules as values, for each family.
+//! - `restore.rs`: [`render`] / [`render_cleanup`], iptables-restore documents; golden
+//!   tests in `restore/tests.rs`. `table.rs`: reading an `iptables-save -t nat` dump.
+//! - `nftables.rs`: [`render_nftables`], the `table inet trellis` document.
+//! - `backend.rs`: installing and removing with one backend; `detect.rs`: `auto`.
+//! - `command.rs`, `iptables.rs`, `nft.rs`: running the binaries.
+//! - `validate.rs`: [`validate`], the check that traffic really is redirected.
 //! - `error.rs`: [`Error`], one variant per cause, and the exit codes.
 
-mod apply;
+mod backend;
+mod cidr;
+mod command;
+mod detect;
 mod error;
+mod iptables;
+mod nft;
+mod nftables;
+mod ports;
+mod restore;
 mod rules;
 mod settings;
 mod table;
+mod validate;
 
-pub use apply::Iptables;
+pub use backend::{Backend, BackendChoice, Binaries, Flavour, Pass};
+pub use cidr::{Cidr, CidrList, Family};
+pub use detect::detect;
 pub use error::{
-    EXIT_IO, EXIT_NO_BINARY, EXIT_PERMISSION, EXIT_RESTORE_FAILED, EXIT_SAVE_FAILED, EXIT_USAGE,
-    Error, PortListError, env_of,
+    EXIT_BAD_CIDR, EXIT_IO, EXIT_NO_BINARY, EXIT_NOT_REDIRECTED, EXIT_PERMISSION,
+    EXIT_RESTORE_FAILED, EXIT_SAVE_FAILED, EXIT_UNKNOWN_BACKEND, EXIT_USAGE, Error, PortListError,
+    env_of,
 };
-pub use rules::{INBOUND_CHAIN, OUTPUT_CHAIN, render, render_cleanup};
-pub use settings::{PortList, PortSpec, Settings};
+pub use iptables::Iptables;
+pub use nft::Nft;
+pub use nftables::{NFT_TABLE, render_nftables, render_nftables_cleanup};
+pub use ports::{PortList, PortSpec, port_for_flag};
+pub use restore::{INBOUND_CHAIN, OUTPUT_CHAIN, render, render_cleanup};
+pub use settings::Settings;
+pub use validate::{Validation, validate};

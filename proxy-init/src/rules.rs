@@ -1,170 +1,253 @@
-//! The rules of one pod, as values, and their rendering as one `iptables-restore`
-//! document.
+//! The rules of one pod, as values: which connections return untouched and which are
+//! redirected to the proxy, in order, for each IP family.
 //!
-//! Rules are data ([`Rule`]) first and text second, so that the backends and modes still
-//! to come (nft, ip6tables, a `validate` that compares installed with wanted) render or
-//! compare the same list instead of deriving it again; a CIDR match is one more
-//! [`Match`] variant. Rendering is pure: settings and the current `iptables-save -t nat`
-//! dump in, document out, so every case is a golden test that needs no kernel.
+//! Rules are data first and text second: `restore.rs` renders them for
+//! `iptables-restore` and `nftables.rs` for `nft -f`, so both backends install the same
+//! decisions in the same order, and a golden test of either checks both the decision
+//! and its spelling. The reasons for each rule are in the crate documentation and the
+//! README; the comments here say what each match is for.
 
-use crate::settings::{PortSpec, Settings};
-use crate::table::NatTable;
+use crate::cidr::{Cidr, Family};
+use crate::ports::{PortList, PortSpec};
+use crate::settings::Settings;
 
-/// Trellis's inbound chain, jumped to from `PREROUTING`.
-pub const INBOUND_CHAIN: &str = "TRELLIS_INBOUND";
-/// Trellis's outbound chain, jumped to from `OUTPUT`.
-pub const OUTPUT_CHAIN: &str = "TRELLIS_OUTPUT";
-/// Every chain Trellis owns; cleanup removes exactly these and the jumps to them.
-const OWN_CHAINS: [&str; 2] = [INBOUND_CHAIN, OUTPUT_CHAIN];
+/// Which of Trellis's two chains a rule belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chain {
+    /// Jumped to from `PREROUTING`: connections arriving at the pod.
+    Inbound,
+    /// Jumped to from `OUTPUT`: connections opened by processes in the pod.
+    Outbound,
+}
 
-/// The kernel's `xt_multiport` holds at most 15 ports per match, a range taking two.
-const MULTIPORT_SLOTS: usize = 15;
-
-/// One rule, appended to `chain`.
+/// One rule of a Trellis chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Rule {
-    pub chain: &'static str,
+    pub chain: Chain,
+    /// All must match. Rendering order; a port match must come after [`Match::Tcp`].
     pub matches: Vec<Match>,
     pub target: Target,
-    /// Rendered as `trellis/<comment>`: says in `iptables-save` why the rule is there
-    /// and marks it as Trellis's.
+    /// Rendered as `trellis/<comment>`: says in the listing why the rule is there.
     pub comment: &'static str,
 }
 
-/// What a rule matches on. Order in [`Rule::matches`] is rendering order, and a port
-/// match must follow [`Match::Tcp`], as iptables requires.
+/// What a rule matches on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Match {
-    /// `-p tcp`: the proxy only handles TCP; UDP (DNS) and ICMP pass untouched.
+    /// The proxy only handles TCP; UDP (DNS) and ICMP pass untouched.
     Tcp,
-    DestinationPort(u16),
-    /// `-m multiport`: at most [`MULTIPORT_SLOTS`] slots, see [`skip_ports`].
-    DestinationPorts(Vec<PortSpec>),
+    /// Destination port in the list. iptables packs at most 15 slots into one
+    /// `multiport` match, so its renderer may split one rule into several.
+    DestinationPorts(PortList),
     UidOwner(u32),
+    GidOwner(u32),
     OutInterface(&'static str),
+    Destination(Cidr),
+    NotDestination(Cidr),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Target {
-    /// Leave the Trellis chain: the packet continues as if Trellis were not there.
+    /// Leave the Trellis chain: the connection continues as if Trellis were not there.
     Return,
+    /// Rewrite the destination to this port on the pod itself (`REDIRECT`).
     Redirect(u16),
-    Jump(&'static str),
 }
 
 impl Rule {
-    /// The rule as iptables arguments, without the `-A <chain>` that places it.
-    pub fn spec(&self) -> String {
-        let mut parts: Vec<String> = self.matches.iter().map(Match::iptables_args).collect();
-        parts.push(format!("-m comment --comment \"trellis/{}\"", self.comment));
-        parts.push(self.target.iptables_args());
-        parts.join(" ")
-    }
-}
-
-impl Match {
-    fn iptables_args(&self) -> String {
-        match self {
-            Match::Tcp => "-p tcp".to_owned(),
-            Match::DestinationPort(port) => format!("--dport {port}"),
-            Match::DestinationPorts(ports) => {
-                let list: Vec<String> = ports.iter().map(PortSpec::to_string).collect();
-                format!("-m multiport --dports {}", list.join(","))
-            }
-            Match::UidOwner(uid) => format!("-m owner --uid-owner {uid}"),
-            Match::OutInterface(name) => format!("-o {name}"),
+    fn new(chain: Chain, matches: Vec<Match>, target: Target, comment: &'static str) -> Rule {
+        Rule {
+            chain,
+            matches,
+            target,
+            comment,
         }
     }
 }
 
-impl Target {
-    fn iptables_args(&self) -> String {
-        match self {
-            Target::Return => "-j RETURN".to_owned(),
-            Target::Redirect(port) => format!("-j REDIRECT --to-ports {port}"),
-            Target::Jump(chain) => format!("-j {chain}"),
-        }
-    }
-}
-
-/// `TRELLIS_INBOUND`, in order: admin port, skipped ports, redirect.
+/// The inbound chain, the same for both families, in order: the proxy's own ports,
+/// skipped ports, redirect (all ports, or the listed ones).
 pub(crate) fn inbound_rules(settings: &Settings) -> Vec<Rule> {
-    let mut rules = vec![Rule {
-        chain: INBOUND_CHAIN,
-        matches: vec![Match::Tcp, Match::DestinationPort(settings.admin_port)],
-        target: Target::Return,
-        comment: "skip-admin-port",
-    }];
-    rules.extend(skip_ports(
-        INBOUND_CHAIN,
-        settings.skip_inbound_ports.specs(),
-        "skip-inbound-ports",
-    ));
-    rules.push(Rule {
-        chain: INBOUND_CHAIN,
-        matches: vec![Match::Tcp],
-        target: Target::Redirect(settings.inbound_port),
-        comment: "redirect-inbound",
-    });
+    let chain = Chain::Inbound;
+    let mut rules = vec![skip_proxy_ports(chain, settings)];
+    if !settings.skip_inbound_ports.is_empty() {
+        rules.push(Rule::new(
+            chain,
+            vec![
+                Match::Tcp,
+                Match::DestinationPorts(settings.skip_inbound_ports.clone()),
+            ],
+            Target::Return,
+            "skip-inbound-ports",
+        ));
+    }
+    let redirect = Target::Redirect(settings.inbound_port);
+    if settings.redirect_inbound_ports.is_empty() {
+        rules.push(Rule::new(
+            chain,
+            vec![Match::Tcp],
+            redirect,
+            "redirect-inbound",
+        ));
+    } else {
+        rules.push(Rule::new(
+            chain,
+            vec![
+                Match::Tcp,
+                Match::DestinationPorts(settings.redirect_inbound_ports.clone()),
+            ],
+            redirect,
+            "redirect-inbound-ports",
+        ));
+    }
     rules
 }
 
-/// `TRELLIS_OUTPUT`, in order: the proxy's own traffic, loopback, skipped ports, redirect.
-pub(crate) fn outbound_rules(settings: &Settings) -> Vec<Rule> {
-    let mut rules = vec![
-        Rule {
-            chain: OUTPUT_CHAIN,
-            matches: vec![Match::UidOwner(settings.proxy_uid)],
-            target: Target::Return,
-            comment: "skip-proxy-uid",
-        },
-        Rule {
-            chain: OUTPUT_CHAIN,
-            matches: vec![Match::OutInterface("lo")],
-            target: Target::Return,
-            comment: "skip-loopback",
-        },
-    ];
-    rules.extend(skip_ports(
-        OUTPUT_CHAIN,
-        settings.skip_outbound_ports.specs(),
-        "skip-outbound-ports",
+/// The outbound chain for `family`, in order: the proxy's own ports; the proxy calling
+/// its own pod; the proxy's own traffic; loopback; skipped ports and networks; redirect
+/// (everything, or the included networks).
+pub(crate) fn outbound_rules(settings: &Settings, family: Family) -> Vec<Rule> {
+    let chain = Chain::Outbound;
+    let mut owners = vec![Match::UidOwner(settings.proxy_uid)];
+    owners.extend(settings.proxy_gid.map(Match::GidOwner));
+
+    let mut rules = vec![skip_proxy_ports(chain, settings)];
+    // Before the owner RETURNs, which would otherwise take these connections: the proxy
+    // dialling its own pod IP (the app called itself through its service) is sent to
+    // its own inbound listener, which terminates the mesh TLS the app could not read.
+    for owner in &owners {
+        let comment = match owner {
+            Match::GidOwner(_) => "proxy-gid-to-own-pod",
+            _ => "proxy-uid-to-own-pod",
+        };
+        rules.push(Rule::new(
+            chain,
+            vec![
+                Match::OutInterface("lo"),
+                Match::NotDestination(family.loopback()),
+                Match::Tcp,
+                owner.clone(),
+            ],
+            Target::Redirect(settings.inbound_port),
+            comment,
+        ));
+    }
+    for owner in owners {
+        let comment = match owner {
+            Match::GidOwner(_) => "skip-proxy-gid",
+            _ => "skip-proxy-uid",
+        };
+        rules.push(Rule::new(chain, vec![owner], Target::Return, comment));
+    }
+    rules.push(Rule::new(
+        chain,
+        vec![Match::OutInterface("lo")],
+        Target::Return,
+        "skip-loopback",
     ));
-    rules.push(Rule {
-        chain: OUTPUT_CHAIN,
-        matches: vec![Match::Tcp],
-        target: Target::Redirect(settings.outbound_port),
-        comment: "redirect-outbound",
-    });
+    if !settings.skip_outbound_ports.is_empty() {
+        rules.push(Rule::new(
+            chain,
+            vec![
+                Match::Tcp,
+                Match::DestinationPorts(settings.skip_outbound_ports.clone()),
+            ],
+            Target::Return,
+            "skip-outbound-ports",
+        ));
+    }
+    for cidr in settings.skip_outbound_cidrs.of(family) {
+        rules.push(Rule::new(
+            chain,
+            vec![Match::Destination(cidr)],
+            Target::Return,
+            "skip-outbound-cidrs",
+        ));
+    }
+    let redirect = Target::Redirect(settings.outbound_port);
+    if settings.include_outbound_cidrs.is_empty() {
+        rules.push(Rule::new(
+            chain,
+            vec![Match::Tcp],
+            redirect,
+            "redirect-outbound",
+        ));
+    } else {
+        // A family with no included network gets no redirect at all: "only these".
+        for cidr in settings.include_outbound_cidrs.of(family) {
+            rules.push(Rule::new(
+                chain,
+                vec![Match::Destination(cidr), Match::Tcp],
+                redirect,
+                "redirect-outbound-cidrs",
+            ));
+        }
+    }
     rules
 }
 
-/// The two jumps that send traffic into Trellis's chains. They live in built-in chains
-/// that other software shares, so they are reconciled rather than rewritten.
-pub(crate) fn jumps() -> [Rule; 2] {
-    [
-        Rule {
-            chain: "PREROUTING",
-            matches: vec![],
-            target: Target::Jump(INBOUND_CHAIN),
-            comment: "inbound-jump",
-        },
-        Rule {
-            chain: "OUTPUT",
-            matches: vec![],
-            target: Target::Jump(OUTPUT_CHAIN),
-            comment: "outbound-jump",
-        },
-    ]
+fn skip_proxy_ports(chain: Chain, settings: &Settings) -> Rule {
+    Rule::new(
+        chain,
+        vec![Match::Tcp, Match::DestinationPorts(settings.proxy_ports())],
+        Target::Return,
+        "skip-proxy-ports",
+    )
 }
 
-/// RETURN rules for `ports`, packed greedily into as few multiport matches as fit.
-fn skip_ports(chain: &'static str, ports: &[PortSpec], comment: &'static str) -> Vec<Rule> {
+/// One chain for both families, for nftables' `inet` tables: a rule both families
+/// share appears once, and each family's own rules (address matches, which limit an
+/// `inet` rule to their family) keep their place, IPv4's before IPv6's.
+///
+/// Both lists come from the same generator, so they are the same sequence of blocks
+/// (runs of rules with one comment), except that a family may lack a block (no IPv6
+/// network skipped). The merge walks the blocks side by side.
+pub(crate) fn merge_families(v4: &[Rule], v6: &[Rule]) -> Vec<Rule> {
+    let (v4, v6) = (blocks(v4), blocks(v6));
+    let mut merged = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < v4.len() || j < v6.len() {
+        match (v4.get(i), v6.get(j)) {
+            (Some(a), Some(b)) if a[0].comment == b[0].comment => {
+                merged.extend_from_slice(a);
+                if a != b {
+                    merged.extend_from_slice(b);
+                }
+                i += 1;
+                j += 1;
+            }
+            // A block only IPv6 has comes before the IPv4 block the IPv6 list still has
+            // ahead of it; otherwise the IPv4 block is the one missing from IPv6.
+            (Some(a), Some(b)) if v6[j..].iter().any(|later| later[0].comment == a[0].comment) => {
+                merged.extend_from_slice(b);
+                j += 1;
+            }
+            (Some(a), _) => {
+                merged.extend_from_slice(a);
+                i += 1;
+            }
+            (None, Some(b)) => {
+                merged.extend_from_slice(b);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    merged
+}
+
+/// Consecutive rules with the same comment, together.
+fn blocks(rules: &[Rule]) -> Vec<&[Rule]> {
+    rules.chunk_by(|a, b| a.comment == b.comment).collect()
+}
+
+/// `ports` packed greedily into as few groups of at most `slots` multiport slots as fit.
+pub(crate) fn port_groups(ports: &[PortSpec], slots: usize) -> Vec<Vec<PortSpec>> {
     let mut groups: Vec<Vec<PortSpec>> = Vec::new();
     // Starts "full" so that the first port opens the first group.
-    let mut used = MULTIPORT_SLOTS;
+    let mut used = slots;
     for &port in ports {
-        if used + port.slots() > MULTIPORT_SLOTS {
+        if used + port.slots() > slots {
             groups.push(Vec::new());
             used = 0;
         }
@@ -174,98 +257,143 @@ fn skip_ports(chain: &'static str, ports: &[PortSpec], comment: &'static str) ->
         }
     }
     groups
-        .into_iter()
-        .map(|group| Rule {
-            chain,
-            matches: vec![Match::Tcp, Match::DestinationPorts(group)],
-            target: Target::Return,
-            comment,
-        })
-        .collect()
-}
-
-/// The `iptables-restore --noflush` document that installs the rules of `settings`,
-/// given `existing`, the output of `iptables-save -t nat`.
-///
-/// In `--noflush` mode a `:CHAIN - [0:0]` line creates the chain or, if it exists,
-/// flushes it, so Trellis's chains are always rewritten whole. The jumps from
-/// `PREROUTING` and `OUTPUT` are added only when missing, and extra or differently
-/// spelled jumps to Trellis's chains are deleted, leaving exactly one of each. Rendered
-/// again against the result, the document has no jump lines and rewrites the chains with
-/// the rules they already hold: running twice leaves the table as the first run did.
-pub fn render(settings: &Settings, existing: &str) -> String {
-    let table = NatTable::parse(existing);
-    let mut doc = String::from("*nat\n");
-    for chain in OWN_CHAINS {
-        doc.push_str(&format!(":{chain} - [0:0]\n"));
-    }
-    for rule in inbound_rules(settings)
-        .iter()
-        .chain(&outbound_rules(settings))
-    {
-        doc.push_str(&format!("-A {} {}\n", rule.chain, rule.spec()));
-    }
-    for jump in jumps() {
-        reconcile_jump(&table, &jump, &mut doc);
-    }
-    doc.push_str("COMMIT\n");
-    doc
-}
-
-/// Appends the lines that leave exactly one `jump` in its chain: keep the first
-/// existing copy, delete every other rule there that jumps to the same Trellis chain
-/// (duplicates, or older spellings without our comment), append it if none was kept.
-fn reconcile_jump(table: &NatTable, jump: &Rule, doc: &mut String) {
-    let Target::Jump(to) = jump.target else {
-        return;
-    };
-    let wanted = jump.spec();
-    let existing: Vec<_> = table
-        .rules()
-        .iter()
-        .filter(|rule| rule.chain == jump.chain && rule.target() == Some(to))
-        .collect();
-    let keep = existing.iter().position(|rule| rule.has_spec(&wanted));
-    for (index, rule) in existing.iter().enumerate() {
-        // `-D` by spec removes the first identical rule, not necessarily this one;
-        // identical rules are interchangeable, so one copy survives all the same.
-        if Some(index) != keep {
-            doc.push_str(&format!("-D {} {}\n", rule.chain, rule.spec));
-        }
-    }
-    if keep.is_none() {
-        doc.push_str(&format!("-A {} {}\n", jump.chain, wanted));
-    }
-}
-
-/// The `iptables-restore --noflush` document that removes Trellis from the nat table
-/// described by `existing`: every jump to a Trellis chain, then the chains themselves.
-/// Nothing else is touched; on a table without Trellis it is an empty `*nat` section.
-pub fn render_cleanup(existing: &str) -> String {
-    let table = NatTable::parse(existing);
-    let mut doc = String::from("*nat\n");
-    for rule in table.rules() {
-        let jumps_to_ours = rule.target().is_some_and(|to| OWN_CHAINS.contains(&to));
-        // Rules inside our chains go with the flush below.
-        if jumps_to_ours && !OWN_CHAINS.contains(&rule.chain.as_str()) {
-            doc.push_str(&format!("-D {} {}\n", rule.chain, rule.spec));
-        }
-    }
-    let present: Vec<&str> = OWN_CHAINS
-        .into_iter()
-        .filter(|chain| table.has_chain(chain))
-        .collect();
-    // Flush all before deleting any: a chain cannot be deleted while another still
-    // refers to it, and iptables refuses to delete a chain that has rules.
-    for chain in &present {
-        doc.push_str(&format!("-F {chain}\n"));
-    }
-    for chain in &present {
-        doc.push_str(&format!("-X {chain}\n"));
-    }
-    doc.push_str("COMMIT\n");
-    doc
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+    use crate::cidr::CidrList;
+
+    /// The family a rule is limited to by an address match, if any.
+    fn family(rule: &Rule) -> Option<Family> {
+        rule.matches.iter().find_map(|m| match m {
+            Match::Destination(cidr) | Match::NotDestination(cidr) => Some(cidr.family()),
+            _ => None,
+        })
+    }
+
+    fn comments(rules: &[Rule]) -> Vec<&'static str> {
+        rules.iter().map(|rule| rule.comment).collect()
+    }
+
+    #[test]
+    fn the_outbound_chain_checks_the_proxy_before_loopback_and_loopback_before_skips() {
+        let settings = Settings {
+            proxy_gid: Some(2103),
+            skip_outbound_ports: PortList::of(&[443]),
+            skip_outbound_cidrs: CidrList::parse("10.0.0.0/8").expect("valid"),
+            ..Settings::default()
+        };
+        assert_eq!(
+            comments(&outbound_rules(&settings, Family::V4)),
+            [
+                "skip-proxy-ports",
+                "proxy-uid-to-own-pod",
+                "proxy-gid-to-own-pod",
+                "skip-proxy-uid",
+                "skip-proxy-gid",
+                "skip-loopback",
+                "skip-outbound-ports",
+                "skip-outbound-cidrs",
+                "redirect-outbound",
+            ]
+        );
+        // No IPv6 network was skipped.
+        assert!(!comments(&outbound_rules(&settings, Family::V6)).contains(&"skip-outbound-cidrs"));
+    }
+
+    #[test]
+    fn included_networks_of_the_other_family_leave_this_one_unredirected() {
+        let settings = Settings {
+            include_outbound_cidrs: CidrList::parse("10.0.0.0/8").expect("valid"),
+            ..Settings::default()
+        };
+        let v6 = outbound_rules(&settings, Family::V6);
+        assert!(
+            v6.iter()
+                .all(|r| !matches!(r.target, Target::Redirect(4140))),
+            "{v6:?}"
+        );
+        let v4 = outbound_rules(&settings, Family::V4);
+        assert_eq!(
+            v4.last().map(|r| r.comment),
+            Some("redirect-outbound-cidrs")
+        );
+    }
+
+    #[test]
+    fn merging_keeps_shared_rules_once_and_each_familys_own_in_place() {
+        let settings = Settings {
+            skip_outbound_cidrs: CidrList::parse("fd00::/8,10.0.0.0/8,192.168.0.0/16")
+                .expect("valid"),
+            ..Settings::default()
+        };
+        let merged = merge_families(
+            &outbound_rules(&settings, Family::V4),
+            &outbound_rules(&settings, Family::V6),
+        );
+        let described: Vec<String> = merged
+            .iter()
+            .map(|rule| format!("{}{:?}", rule.comment, family(rule)))
+            .collect();
+        assert_eq!(
+            described,
+            [
+                "skip-proxy-portsNone",
+                "proxy-uid-to-own-podSome(V4)",
+                "proxy-uid-to-own-podSome(V6)",
+                "skip-proxy-uidNone",
+                "skip-loopbackNone",
+                "skip-outbound-cidrsSome(V4)",
+                "skip-outbound-cidrsSome(V4)",
+                "skip-outbound-cidrsSome(V6)",
+                "redirect-outboundNone",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_block_only_one_family_has_keeps_its_place() {
+        let settings = Settings {
+            skip_outbound_cidrs: CidrList::parse("fd00::/8").expect("valid"),
+            include_outbound_cidrs: CidrList::parse("10.0.0.0/8,2001:db8::/32").expect("valid"),
+            ..Settings::default()
+        };
+        let merged = merge_families(
+            &outbound_rules(&settings, Family::V4),
+            &outbound_rules(&settings, Family::V6),
+        );
+        let tail: Vec<String> = merged[merged.len() - 3..]
+            .iter()
+            .map(|rule| format!("{}{:?}", rule.comment, family(rule)))
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                "skip-outbound-cidrsSome(V6)",
+                "redirect-outbound-cidrsSome(V4)",
+                "redirect-outbound-cidrsSome(V6)",
+            ]
+        );
+    }
+
+    #[test]
+    fn port_groups_never_exceed_their_slots_and_keep_every_port_in_order() {
+        let list: Vec<String> = (1..=40u16)
+            .map(|n| {
+                if n % 3 == 0 {
+                    format!("{}-{}", n * 100, n * 100 + 1)
+                } else {
+                    n.to_string()
+                }
+            })
+            .collect();
+        let ports = PortList::parse(&list.join(",")).expect("valid");
+        let groups = port_groups(ports.specs(), 15);
+        for group in &groups {
+            let slots: usize = group.iter().map(|p| p.slots()).sum();
+            assert!(slots <= 15, "{slots} slots in {group:?}");
+        }
+        assert_eq!(groups.concat(), ports.specs(), "every port, once, in order");
+    }
+}

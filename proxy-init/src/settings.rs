@@ -1,14 +1,14 @@
-//! What the rules depend on: the proxy's ports and UID, and the ports that bypass it.
+//! What the rules depend on: the proxy's ports and ids, and what bypasses the proxy.
 //!
-//! `main` builds one [`Settings`] from the flags; tests build it directly. Port lists are
-//! parsed here, with errors that name the flag they came from, so a typo is reported
-//! before anything touches the kernel.
+//! `main` builds one [`Settings`] from the flags; tests build it directly. Everything
+//! that can be wrong with a combination of values is checked here, by [`Settings::check`],
+//! before any rule is rendered, so a contradiction never reaches the kernel.
 
-use std::fmt;
+use crate::cidr::CidrList;
+use crate::error::{Error, env_of};
+use crate::ports::PortList;
 
-use crate::error::{Error, PortListError, env_of};
-
-/// The inputs of [`render`](crate::render): everything that decides which rules a pod gets.
+/// The inputs of rendering: everything that decides which rules a pod gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// The proxy's inbound listener; inbound TCP to the pod is redirected here.
@@ -21,126 +21,78 @@ pub struct Settings {
     /// The UID the proxy runs as. Its own outbound connections bypass the redirect, or
     /// every connection the proxy opens would be sent back into the proxy.
     pub proxy_uid: u32,
+    /// A GID whose traffic bypasses the redirect like the proxy UID's, for platforms
+    /// that run the proxy under an arbitrary UID but a fixed group (OpenShift).
+    pub proxy_gid: Option<u32>,
     /// Inbound destination ports that reach the app directly, without the proxy.
     pub skip_inbound_ports: PortList,
     /// Outbound destination ports that leave the pod directly, without the proxy.
     pub skip_outbound_ports: PortList,
+    /// Outbound destinations (either family) that are reached directly.
+    pub skip_outbound_cidrs: CidrList,
+    /// When not empty, only outbound connections to these networks are redirected.
+    pub include_outbound_cidrs: CidrList,
+    /// When not empty, only inbound connections to these ports are redirected.
+    pub redirect_inbound_ports: PortList,
+    /// Whether IPv6 gets the same rules. Off only where the operator says so: an
+    /// unredirected family is a way around the mesh.
+    pub ipv6: bool,
 }
 
 impl Default for Settings {
-    /// The numbers of DESIGN.md ("Names and numbers"), with no skipped ports.
+    /// The numbers of DESIGN.md ("Names and numbers"): nothing skipped, IPv6 covered.
     fn default() -> Self {
         Settings {
             inbound_port: 4143,
             outbound_port: 4140,
             admin_port: 4191,
             proxy_uid: 2102,
+            proxy_gid: None,
             skip_inbound_ports: PortList::default(),
             skip_outbound_ports: PortList::default(),
+            skip_outbound_cidrs: CidrList::default(),
+            include_outbound_cidrs: CidrList::default(),
+            redirect_inbound_ports: PortList::default(),
+            ipv6: true,
         }
     }
 }
 
-/// One entry of a port list: a port, or an inclusive range of ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortSpec {
-    Single(u16),
-    /// `first < last`; a range of one port is parsed as [`PortSpec::Single`].
-    Range {
-        first: u16,
-        last: u16,
-    },
-}
-
-impl PortSpec {
-    /// How many of the 15 slots of one `-m multiport` match this entry takes: the kernel
-    /// stores a range as its two ends.
-    pub fn slots(self) -> usize {
-        match self {
-            PortSpec::Single(_) => 1,
-            PortSpec::Range { .. } => 2,
-        }
-    }
-}
-
-impl fmt::Display for PortSpec {
-    /// The iptables spelling: `443`, or `8000:8100` for a range.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PortSpec::Single(port) => write!(f, "{port}"),
-            PortSpec::Range { first, last } => write!(f, "{first}:{last}"),
-        }
-    }
-}
-
-/// A list of ports and ranges as operators write it: `25,443,8000-8100`.
-///
-/// Order is kept (it is the order of the rendered rules) and exact duplicates are
-/// dropped, since each costs a multiport slot and matches nothing new.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PortList(Vec<PortSpec>);
-
-impl PortList {
-    /// Parses a comma-separated list; whitespace around entries is ignored and an empty
-    /// (or all-blank) string is the empty list.
-    pub fn parse(text: &str) -> Result<PortList, PortListError> {
-        let mut specs = Vec::new();
-        if text.trim().is_empty() {
-            return Ok(PortList(specs));
-        }
-        for entry in text.split(',') {
-            let spec = parse_spec(entry.trim())?;
-            if !specs.contains(&spec) {
-                specs.push(spec);
+impl Settings {
+    /// Refuses combinations that would make the rules loop or leak: two proxy
+    /// listeners on one port, or root's traffic exempted as the proxy's.
+    pub fn check(&self) -> Result<(), Error> {
+        let ports = [
+            ("--inbound-port", self.inbound_port),
+            ("--outbound-port", self.outbound_port),
+            ("--admin-port", self.admin_port),
+        ];
+        for (index, &(first, port)) in ports.iter().enumerate() {
+            if let Some(&(second, _)) = ports[index + 1..].iter().find(|(_, p)| *p == port) {
+                return Err(Error::SamePort {
+                    first,
+                    second,
+                    port,
+                });
             }
         }
-        Ok(PortList(specs))
-    }
-
-    /// [`PortList::parse`] for the value of `flag`, with an error naming the flag and
-    /// its environment variable.
-    pub fn for_flag(flag: &'static str, text: &str) -> Result<PortList, Error> {
-        PortList::parse(text).map_err(|reason| Error::InvalidPorts {
+        let root = |flag| Error::RootExempted {
             flag,
             env: env_of(flag),
-            value: text.to_owned(),
-            reason,
-        })
+        };
+        if self.proxy_uid == 0 {
+            return Err(root("--proxy-uid"));
+        }
+        if self.proxy_gid == Some(0) {
+            return Err(root("--proxy-gid"));
+        }
+        Ok(())
     }
 
-    pub fn specs(&self) -> &[PortSpec] {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-fn parse_spec(entry: &str) -> Result<PortSpec, PortListError> {
-    if entry.is_empty() {
-        return Err(PortListError::EmptyEntry);
-    }
-    let Some((first, last)) = entry.split_once('-') else {
-        return parse_port(entry).map(PortSpec::Single);
-    };
-    let (first, last) = (parse_port(first.trim())?, parse_port(last.trim())?);
-    match first.cmp(&last) {
-        std::cmp::Ordering::Less => Ok(PortSpec::Range { first, last }),
-        std::cmp::Ordering::Equal => Ok(PortSpec::Single(first)),
-        std::cmp::Ordering::Greater => Err(PortListError::BackwardsRange { first, last }),
-    }
-}
-
-fn parse_port(text: &str) -> Result<u16, PortListError> {
-    // `u16::from_str` would accept "+25"; an operator who wrote that meant something else.
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(PortListError::NotANumber(text.to_owned()));
-    }
-    match text.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(port),
-        // Only digits, so a parse failure means too many of them.
-        _ => Err(PortListError::OutOfRange(text.to_owned())),
+    /// The ports that are never redirected in either direction: the admin server and
+    /// the proxy's own listeners.
+    pub fn proxy_ports(&self) -> PortList {
+        PortList::of(&[self.admin_port, self.inbound_port, self.outbound_port])
     }
 }
 
@@ -148,86 +100,49 @@ fn parse_port(text: &str) -> Result<u16, PortListError> {
 mod tests {
     use super::*;
 
-    fn specs(text: &str) -> Vec<PortSpec> {
-        PortList::parse(text).expect("valid list").specs().to_vec()
-    }
-
     #[test]
-    fn an_empty_or_blank_list_skips_nothing() {
-        assert!(specs("").is_empty());
-        assert!(specs("  ").is_empty());
-    }
-
-    #[test]
-    fn ports_and_ranges_keep_their_order() {
+    fn the_defaults_pass() {
+        assert!(Settings::default().check().is_ok());
         assert_eq!(
-            specs("25,443,8000-8100"),
-            [
-                PortSpec::Single(25),
-                PortSpec::Single(443),
-                PortSpec::Range {
-                    first: 8000,
-                    last: 8100
-                },
-            ]
+            Settings::default().proxy_ports().to_string(),
+            "4191,4143,4140"
         );
     }
 
     #[test]
-    fn whitespace_duplicates_and_one_port_ranges_are_normalised() {
-        assert_eq!(
-            specs(" 25 , 443,25, 80-80 , 1 - 2"),
-            [
-                PortSpec::Single(25),
-                PortSpec::Single(443),
-                PortSpec::Single(80),
-                PortSpec::Range { first: 1, last: 2 },
-            ]
-        );
-    }
-
-    #[test]
-    fn malformed_lists_say_what_is_wrong() {
-        let cases = [
-            ("25,,443", PortListError::EmptyEntry),
-            ("25,", PortListError::EmptyEntry),
-            ("http", PortListError::NotANumber("http".into())),
-            ("+25", PortListError::NotANumber("+25".into())),
-            ("8000-", PortListError::NotANumber("".into())),
-            ("0", PortListError::OutOfRange("0".into())),
-            ("65536", PortListError::OutOfRange("65536".into())),
-            (
-                "99999999999999999999999",
-                PortListError::OutOfRange("99999999999999999999999".into()),
-            ),
-            (
-                "9000-8000",
-                PortListError::BackwardsRange {
-                    first: 9000,
-                    last: 8000,
-                },
-            ),
-        ];
-        for (text, expected) in cases {
-            assert_eq!(PortList::parse(text), Err(expected), "parsing {text:?}");
-        }
-    }
-
-    #[test]
-    fn the_error_names_the_flag_and_its_environment_variable() {
-        let err = PortList::for_flag("--skip-outbound-ports", "443,x").expect_err("malformed");
-        assert_eq!(
-            err.to_string(),
-            "invalid --skip-outbound-ports (env TRELLIS_SKIP_OUTBOUND_PORTS) \"443,x\": \
-             \"x\" is not a port number; expected e.g. 25,443,8000-8100"
+    fn two_listeners_on_one_port_are_refused_naming_both_flags() {
+        let settings = Settings {
+            admin_port: 4140,
+            ..Settings::default()
+        };
+        let err = settings.check().expect_err("clash");
+        assert!(
+            err.to_string()
+                .starts_with("--outbound-port and --admin-port are both 4140"),
+            "{err}"
         );
         assert_eq!(err.exit_code(), crate::error::EXIT_USAGE);
     }
 
     #[test]
-    fn slots_count_a_range_as_two() {
-        assert_eq!(PortSpec::Single(1).slots(), 1);
-        assert_eq!(PortSpec::Range { first: 1, last: 9 }.slots(), 2);
-        assert_eq!(PortSpec::Range { first: 1, last: 9 }.to_string(), "1:9");
+    fn root_is_never_the_proxy() {
+        let uid = Settings {
+            proxy_uid: 0,
+            ..Settings::default()
+        };
+        let err = uid.check().expect_err("uid 0");
+        assert!(
+            err.to_string()
+                .contains("--proxy-uid (env TRELLIS_PROXY_UID) 0")
+        );
+        let gid = Settings {
+            proxy_gid: Some(0),
+            ..Settings::default()
+        };
+        let err = gid.check().expect_err("gid 0");
+        assert!(
+            err.to_string()
+                .contains("--proxy-gid (env TRELLIS_PROXY_GID) 0")
+        );
     }
 }
