@@ -12,6 +12,7 @@ command -v ip >/dev/null || packages+=(iproute2)
 command -v iptables-restore >/dev/null || packages+=(iptables)
 command -v tcpdump >/dev/null || packages+=(tcpdump)
 command -v setpriv >/dev/null || packages+=(util-linux)
+command -v nft >/dev/null || packages+=(nftables)
 if [ ${#packages[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "installing ${packages[*]} for the end-to-end tests"

@@ -18,6 +18,12 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8086";
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 pub const DEFAULT_TOKEN_AUDIENCE: &str = "identity.trellis.io";
 pub const DEFAULT_CERT_LIFETIME: &str = "24h";
+pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:9990";
+pub const DEFAULT_DEBOUNCE: &str = "50ms";
+
+/// The longest `--debounce`: a burst may hold a push back four times as long, and
+/// proxies should see a change within a second or two.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// Everything `trellis-controller` needs to run.
 #[derive(Debug, Clone)]
@@ -37,6 +43,15 @@ pub struct Config {
     pub cert_lifetime: Duration,
     /// How logs are written to stderr (`--log-format`).
     pub log_format: LogFormat,
+    /// The directory of YAML objects the file source watches (`--config-dir`); none:
+    /// no file source.
+    pub config_dir: Option<PathBuf>,
+    /// Where the HTTP admin server (`/proxies`, `/sources`, `/metrics`, `/ready`,
+    /// `/live`, `/config`) listens (`--admin-addr`).
+    pub admin_addr: SocketAddr,
+    /// How long the sources must be quiet before a new snapshot is pushed
+    /// (`--debounce`), so that a burst of edits is one push.
+    pub debounce: Duration,
 }
 
 /// Where the certificate authority's files are.
@@ -111,7 +126,46 @@ impl Config {
                 reason: "a certificate must last at least one second".into(),
             });
         }
+        if self.debounce > MAX_DEBOUNCE {
+            return Err(Error::InvalidFlag {
+                flag: "debounce",
+                value: humantime::format_duration(self.debounce).to_string(),
+                reason: format!(
+                    "at most {}: a burst may delay a push {} times as long",
+                    humantime::format_duration(MAX_DEBOUNCE),
+                    crate::model::DEBOUNCE_CAP
+                ),
+            });
+        }
         Ok(())
+    }
+
+    /// The configuration in force, as the admin port's `/config` shows it.
+    pub fn effective(&self) -> serde_json::Value {
+        let ca = match &self.ca {
+            CaSource::Dev(dir) => serde_json::json!({ "dev_ca": dir }),
+            CaSource::Files {
+                trust_anchors,
+                issuer_cert,
+                issuer_key,
+            } => serde_json::json!({
+                "trust_anchors": trust_anchors,
+                "issuer_cert": issuer_cert,
+                "issuer_key": issuer_key,
+            }),
+        };
+        serde_json::json!({
+            "listen": self.listen.to_string(),
+            "trust_domain": self.trust_domain,
+            "ca": ca,
+            "token_jwks": self.token_jwks,
+            "token_audience": self.token_audience,
+            "cert_lifetime": humantime::format_duration(self.cert_lifetime).to_string(),
+            "log_format": self.log_format.to_string(),
+            "config_dir": self.config_dir,
+            "admin_addr": self.admin_addr.to_string(),
+            "debounce": humantime::format_duration(self.debounce).to_string(),
+        })
     }
 }
 
@@ -128,6 +182,9 @@ mod tests {
             token_audience: DEFAULT_TOKEN_AUDIENCE.into(),
             cert_lifetime: humantime::parse_duration(DEFAULT_CERT_LIFETIME).unwrap(),
             log_format: LogFormat::Plain,
+            config_dir: None,
+            admin_addr: DEFAULT_ADMIN_ADDR.parse().unwrap(),
+            debounce: humantime::parse_duration(DEFAULT_DEBOUNCE).unwrap(),
         }
     }
 
@@ -160,6 +217,29 @@ mod tests {
                 .to_string()
                 .contains("--cert-lifetime")
         );
+    }
+
+    #[test]
+    fn a_debounce_longer_than_a_second_is_refused() {
+        let config = Config {
+            debounce: Duration::from_secs(5),
+            ..config()
+        };
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("--debounce"), "{message}");
+    }
+
+    #[test]
+    fn the_effective_config_names_every_setting() {
+        let config = Config {
+            config_dir: Some("/etc/trellis/objects".into()),
+            ..config()
+        };
+        let effective = config.effective();
+        assert_eq!(effective["config_dir"], "/etc/trellis/objects");
+        assert_eq!(effective["admin_addr"], DEFAULT_ADMIN_ADDR);
+        assert_eq!(effective["debounce"], "50ms");
+        assert_eq!(effective["ca"]["dev_ca"], "/tmp/ca");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`Refusal`] (made of [`TokenError`] and [`CsrError`]): one certificate request is
 //!   refused. The caller gets a gRPC status whose code says whose fault it is, and the
 //!   log gets a bounded `reason` label.
+//! - [`Invalid`]: one object from a source of truth is not accepted into the model;
+//!   it names the field at fault so that the source can point the operator at it.
 
 use std::path::PathBuf;
 
@@ -64,6 +66,21 @@ pub enum Error {
     Tls(#[from] rustls::Error),
     #[error("the gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(
+        "cannot watch the config directory {} for changes: {error} (are the inotify \
+         limits, fs.inotify.max_user_instances and max_user_watches, exhausted?)",
+        dir.display()
+    )]
+    Watch { dir: PathBuf, error: notify::Error },
+}
+
+/// Why an object is not accepted into the model: the field at fault, as a path in the
+/// API's camelCase spelling (`spec.ports[1].targetPort`), and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Invalid {
+    pub field: String,
+    pub reason: String,
 }
 
 /// Why a ServiceAccount token does not authenticate its bearer.

@@ -1,20 +1,30 @@
 //! Real objects for the tests: a development CA in a scratch directory, token signing
 //! keys (ES256 made here, RS256 from `testdata/`) with their JWKS, tokens shaped like
-//! projected ServiceAccount tokens, and CSRs.
+//! projected ServiceAccount tokens, CSRs, and a gRPC channel to the controller made
+//! the way a proxy makes it.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::{CertificateParams, KeyPair, SanType};
 use ring::signature::{RsaKeyPair, RsaPublicKeyComponents};
-use rustls_pki_types::PrivatePkcs1KeyDer;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{PrivatePkcs1KeyDer, ServerName};
 use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint, Uri};
+use trellis_identity::tls::{client_config, expect_peer};
+use trellis_identity::{SpiffeId, TrustAnchors};
 
+use crate::server::CONTROLLER_DNS_NAMES;
 use crate::token::mint;
 use crate::{Ca, TokenVerifier};
 
@@ -147,4 +157,44 @@ pub fn csr(key: &KeyPair, uris: &[&str]) -> Vec<u8> {
         .map(|uri| SanType::URI((*uri).try_into().unwrap()))
         .collect();
     params.serialize_request(key).unwrap().der().to_vec()
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Dials the controller as a proxy does: TCP, TLS with the identity crate's client
+/// configuration, and `expect_peer` on the controller's SPIFFE ID; fails unless it
+/// proves to be `expected`.
+pub async fn connect(
+    addr: SocketAddr,
+    anchors: &TrustAnchors,
+    expected: SpiffeId,
+) -> Result<Channel, tonic::transport::Error> {
+    let config = Arc::new(client_config(anchors, None, &[b"h2"]).unwrap());
+    let connector = tower::service_fn(move |_: Uri| {
+        let config = config.clone();
+        let expected = expected.clone();
+        async move {
+            let tcp = TcpStream::connect(addr).await?;
+            let name = ServerName::try_from(CONTROLLER_DNS_NAMES[0])?.to_owned();
+            let tls = TlsConnector::from(config).connect(name, tcp).await?;
+            expect_peer(tls.get_ref().1.peer_certificates(), &expected)?;
+            Ok::<_, BoxError>(TokioIo::new(tls))
+        }
+    });
+    Endpoint::from_static("http://trellis-controller.trellis-system.svc:8086")
+        .connect_with_connector(connector)
+        .await
+}
+
+/// The body of `GET path` on an HTTP/1.1 server at `addr`, which must answer 200.
+pub async fn get_text(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: controller\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
 }

@@ -1,4 +1,6 @@
-//! The Trellis controller: the mesh's certificate authority and its identity service.
+//! The Trellis controller: the mesh's certificate authority, its identity service, and
+//! its discovery service, which pushes services, endpoints, routes and authorization
+//! policies from the sources of truth to every proxy.
 //!
 //! A sidecar proxy makes its own key pair, sends a CSR with its ServiceAccount token,
 //! and gets back a short-lived ECDSA P-256 certificate whose only URI SAN is its
@@ -6,6 +8,12 @@
 //! comes from the verified token, never from the CSR. The controller serves this over
 //! TLS with a certificate its own issuer signs, so proxies trust it through the same
 //! anchors they use for each other.
+//!
+//! On the same port, each proxy opens one discovery stream and subscribes to the four
+//! resource types. The sources (a directory of YAML files; Kubernetes later) feed one
+//! model, which publishes a versioned snapshot after each settled burst of changes;
+//! every stream sends what changed and records the proxy's ACKs and NACKs, which the
+//! admin port shows.
 //!
 //! # Layout
 //! - `config.rs`: the typed [`Config`] (flags live only in `main.rs`).
@@ -15,16 +23,30 @@
 //!   such tokens for places that play the API server (`meshctl local`, tests).
 //! - `csr.rs`: what a CSR must be before its key is certified.
 //! - `identity_service.rs`: the `trellis.identity.v1.Identity` gRPC service.
+//! - `model.rs`: the objects, their validation, and the snapshots (`model/`).
+//! - `source.rs`: the seam sources push objects through; `source/files.rs` is the
+//!   file source.
+//! - `discovery.rs`: the `trellis.discovery.v1.Discovery` gRPC service;
+//!   `discovery/subscriptions.rs` holds the protocol's rules.
+//! - `proxies.rs`: the registry of connected proxies and what they ACKed and NACKed.
+//! - `admin.rs`, `metrics.rs`: the HTTP admin server and its Prometheus metrics.
 //! - `server.rs`: TLS and tonic on a bound listener; the controller's serving
 //!   certificate.
-//! - `error.rs`: start-up errors and per-request refusals with their gRPC codes.
+//! - `error.rs`: start-up errors, per-request refusals with their gRPC codes, and why
+//!   an object is invalid.
 
+pub mod admin;
 pub mod ca;
 pub mod config;
 pub mod csr;
+pub mod discovery;
 mod error;
 pub mod identity_service;
+pub mod metrics;
+pub mod model;
+pub mod proxies;
 pub mod server;
+pub mod source;
 pub mod token;
 
 #[cfg(test)]
@@ -34,18 +56,35 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 
 pub use ca::Ca;
 pub use config::{CaSource, Config, LogFormat};
-pub use error::{CsrError, Error, Refusal, TokenError};
+pub use discovery::DiscoveryService;
+pub use error::{CsrError, Error, Invalid, Refusal, TokenError};
 pub use identity_service::IdentityService;
+pub use metrics::Metrics;
+pub use model::Model;
+pub use proxies::Proxies;
+pub use source::Source;
+pub use source::files::FileSource;
 pub use token::TokenVerifier;
 
-/// Runs the controller on `listener` (bound by the caller to `config.listen`, or to
-/// any address in tests) until `shutdown` completes.
+/// The listeners the controller serves on, bound by the caller (to `config.listen`
+/// and `config.admin_addr`, or to any address in tests).
+pub struct Listeners {
+    /// gRPC over TLS: identity and discovery.
+    pub grpc: TcpListener,
+    /// HTTP: `/proxies`, `/sources`, `/metrics`, `/ready`, `/live`, `/config`.
+    pub admin: TcpListener,
+}
+
+/// Runs the controller on `listeners` until `shutdown` completes.
 pub async fn run(
     config: &Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     config.validate()?;
@@ -66,12 +105,45 @@ pub async fn run(
     let tls = Arc::new(server::tls_config(Arc::new(serving))?);
     let identity = IdentityService::new(ca, tokens, &config.trust_domain, config.cert_lifetime);
 
+    // Everything below stops on `stop`: the servers' own tasks, and every discovery
+    // stream, which tonic would otherwise wait for forever.
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let metrics = Arc::new(Metrics::new());
+    let model = Model::new(config.debounce, metrics.clone());
+    if let Some(dir) = &config.config_dir {
+        let source = model.source(source::files::SOURCE_NAME);
+        let files = FileSource::open(dir, source, config.debounce)?;
+        tracing::info!(dir = %dir.display(), "watching the config directory");
+        tasks.spawn(files.run(stop.clone()));
+    }
+    tasks.spawn(model.clone().run(stop.clone()));
+    let proxies = Proxies::new(metrics.clone());
+    let discovery = DiscoveryService::new(model.subscribe(), proxies.clone(), stop.clone());
+    let admin = Arc::new(admin::State {
+        model,
+        proxies,
+        metrics,
+        config: config.effective(),
+    });
     tracing::info!(
-        listen = listener.local_addr().ok().map(tracing::field::display),
+        listen = listeners.grpc.local_addr().ok().map(tracing::field::display),
+        admin = listeners.admin.local_addr().ok().map(tracing::field::display),
         trust_domain = %config.trust_domain,
         token_audience = %config.token_audience,
         cert_lifetime = %humantime::format_duration(config.cert_lifetime),
-        "serving the identity service"
+        debounce = %humantime::format_duration(config.debounce),
+        "serving the identity and discovery services"
     );
-    server::serve(listener, tls, identity, shutdown).await
+    tasks.spawn(admin::serve(listeners.admin, admin, stop.clone()));
+
+    let routes = Routes::new(identity.into_server()).add_service(discovery.into_server());
+    let served = server::serve(listeners.grpc, tls, routes, async {
+        shutdown.await;
+        stop.cancel();
+    })
+    .await;
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    served
 }

@@ -11,11 +11,13 @@ use std::io::IsTerminal;
 use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 use trellis_control_plane::config::{
-    DEFAULT_CERT_LIFETIME, DEFAULT_LISTEN, DEFAULT_TOKEN_AUDIENCE, DEFAULT_TRUST_DOMAIN,
+    DEFAULT_ADMIN_ADDR, DEFAULT_CERT_LIFETIME, DEFAULT_DEBOUNCE, DEFAULT_LISTEN,
+    DEFAULT_TOKEN_AUDIENCE, DEFAULT_TRUST_DOMAIN,
 };
-use trellis_control_plane::{CaSource, Config, LogFormat};
+use trellis_control_plane::{CaSource, Config, Listeners, LogFormat};
 
-/// The Trellis controller: certificate authority and identity service.
+/// The Trellis controller: certificate authority, identity service, and discovery
+/// (config push) from a directory of YAML objects.
 #[derive(Debug, Parser)]
 #[command(name = "trellis-controller", version, about)]
 struct Args {
@@ -85,6 +87,26 @@ struct Args {
     /// Log format on stderr: plain or json. RUST_LOG filters (default info).
     #[arg(long, env = "TRELLIS_LOG_FORMAT", default_value = "plain")]
     log_format: LogFormat,
+
+    /// Directory of YAML objects (Service, Endpoints, Route, AuthorizationPolicy) to
+    /// serve, watched for changes. It must exist. Without it, no objects.
+    #[arg(long, env = "TRELLIS_CONFIG_DIR", value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+
+    /// Address of the HTTP admin server: /proxies, /sources, /metrics, /ready, /live,
+    /// /config.
+    #[arg(long, env = "TRELLIS_ADMIN_ADDR", default_value = DEFAULT_ADMIN_ADDR)]
+    admin_addr: SocketAddr,
+
+    /// How long changes must pause before they are pushed, e.g. 50ms; a burst is
+    /// pushed at most 4 times this long after its first change.
+    #[arg(
+        long,
+        env = "TRELLIS_DEBOUNCE",
+        default_value = DEFAULT_DEBOUNCE,
+        value_parser = humantime::parse_duration,
+    )]
+    debounce: Duration,
 }
 
 impl Args {
@@ -118,6 +140,9 @@ impl Args {
             token_audience: self.token_audience,
             cert_lifetime: self.cert_lifetime,
             log_format: self.log_format,
+            config_dir: self.config_dir,
+            admin_addr: self.admin_addr,
+            debounce: self.debounce,
         }
     }
 }
@@ -127,10 +152,13 @@ async fn main() -> anyhow::Result<()> {
     let config = Args::parse().into_config();
     init_logs(config.log_format);
     config.validate()?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let grpc = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on --listen {}", config.listen))?;
-    trellis_control_plane::run(&config, listener, shutdown_signal()).await?;
+    let admin = tokio::net::TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on --admin-addr {}", config.admin_addr))?;
+    trellis_control_plane::run(&config, Listeners { grpc, admin }, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -220,5 +248,30 @@ mod tests {
         assert_eq!(args.cert_lifetime, Duration::from_secs(20));
         assert_eq!(args.log_format, LogFormat::Json);
         assert_eq!(args.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(args.admin_addr, DEFAULT_ADMIN_ADDR.parse().unwrap());
+        assert_eq!(args.debounce, Duration::from_millis(50));
+        assert_eq!(args.config_dir, None);
+    }
+
+    #[test]
+    fn discovery_flags_parse() {
+        let args = Args::try_parse_from([
+            "trellis-controller",
+            "--token-jwks",
+            "/j",
+            "--dev-ca",
+            "/ca",
+            "--config-dir",
+            "/etc/trellis/objects",
+            "--admin-addr",
+            "127.0.0.1:19990",
+            "--debounce",
+            "200ms",
+        ])
+        .unwrap();
+        let config = args.into_config();
+        assert_eq!(config.config_dir, Some("/etc/trellis/objects".into()));
+        assert_eq!(config.admin_addr, "127.0.0.1:19990".parse().unwrap());
+        assert_eq!(config.debounce, Duration::from_millis(200));
     }
 }

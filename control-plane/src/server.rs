@@ -1,5 +1,5 @@
-//! Serving the controller's gRPC services over TLS, on a listener the caller bound (so
-//! tests bind `127.0.0.1:0`).
+//! Serving the controller's gRPC services (identity and discovery, on one port) over
+//! TLS, on a listener the caller bound (so tests bind `127.0.0.1:0`).
 //!
 //! A proxy has no certificate when it first calls (getting one is why it calls), so
 //! only the server authenticates in TLS: TLS 1.3, ALPN `h2`, and a certificate the
@@ -31,6 +31,7 @@ use tokio_rustls::server::TlsStream;
 // tonic re-exports tokio-stream for its generated code; the channel adapter is all
 // the server needs from it.
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::Instrument;
@@ -38,7 +39,6 @@ use trellis_identity::SpiffeId;
 
 use crate::Error;
 use crate::ca::Ca;
-use crate::identity_service::IdentityService;
 
 /// How long a client has to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +53,12 @@ pub const CONTROLLER_DNS_NAMES: &[&str] = &["trellis-controller.trellis-system.s
 
 /// Finished handshakes waiting for tonic; beyond this, handshake tasks wait.
 const HANDSHAKE_BACKLOG: usize = 64;
+
+/// Discovery streams live for as long as their proxy: HTTP/2 pings find the ones
+/// whose proxy vanished without closing (a node lost, a partition), so that their
+/// tasks end and `/proxies` stops listing them.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `spiffe://<trust-domain>/ns/trellis-system/sa/trellis-controller`.
 pub fn controller_identity(trust_domain: &str) -> Result<SpiffeId, Error> {
@@ -79,23 +85,22 @@ pub fn tls_config(cert: Arc<ServingCert>) -> Result<ServerConfig, Error> {
     Ok(config)
 }
 
-/// Serves `identity` on `listener` until `shutdown` completes.
+/// Serves the gRPC services in `routes` on `listener` until `shutdown` completes.
+/// Open streams must end by themselves on shutdown (the discovery service's do):
+/// tonic waits for them.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
-    identity: IdentityService,
+    routes: Routes,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let (handshaken, incoming) = mpsc::channel(HANDSHAKE_BACKLOG);
     let accepting = tokio::spawn(accept(listener, TlsAcceptor::from(tls), handshaken));
-    // One service, so no router (tonic's `router` feature would pull in axum); the
-    // discovery service will need `Server::add_service` and that feature.
     let served = Server::builder()
-        .serve_with_incoming_shutdown(
-            identity.into_server(),
-            ReceiverStream::new(incoming),
-            shutdown,
-        )
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
         .await;
     accepting.abort();
     Ok(served?)

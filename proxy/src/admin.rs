@@ -1,4 +1,5 @@
-//! The admin server (port 4191): `/live`, `/ready`, `/metrics`, and `POST /shutdown`.
+//! The admin server (port 4191): `/live`, `/ready`, `/metrics`, `/config` (the
+//! effective configuration as JSON), and `POST /shutdown`.
 //!
 //! It is plain HTTP/1.1 on its own port, which proxy-init never redirects, so the
 //! kubelet and Prometheus reach it without the mesh.
@@ -6,6 +7,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -13,14 +15,19 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use trellis_proto::discovery::v1::type_url;
 
+use crate::Config;
+use crate::directory::Directory;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 
 /// What the admin endpoints report on and act on.
 #[derive(Clone)]
 pub struct State {
+    pub config: Arc<Config>,
     pub identity: Identity,
+    pub directory: Arc<ArcSwap<Directory>>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
 }
@@ -57,17 +64,24 @@ pub async fn serve(listener: TcpListener, state: State) {
 fn respond(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
-        (&Method::GET, "/ready") => match state.identity.current() {
-            _ if state.shutdown.is_cancelled() => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: shutting down\n",
-            ),
-            Some(_) => text(StatusCode::OK, "ready\n"),
-            None => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: no workload certificate yet\n",
-            ),
+        (&Method::GET, "/ready") => match readiness(state) {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
         },
+        (&Method::GET, "/config") => {
+            let directory = state.directory.load();
+            let view = serde_json::json!({
+                "config": state.config.as_ref(),
+                "identity": state.identity.current().map(|c| c.id.to_string()),
+                "discovery": directory.view(),
+            });
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(
+                    serde_json::to_vec_pretty(&view).unwrap_or_default(),
+                )))
+                .unwrap_or_default()
+        }
         (&Method::GET, "/metrics") => Response::builder()
             .header(
                 header::CONTENT_TYPE,
@@ -80,13 +94,31 @@ fn respond(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
             state.shutdown.cancel();
             text(StatusCode::OK, "shutting down\n")
         }
-        (_, "/live" | "/ready" | "/metrics") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+        (_, "/live" | "/ready" | "/metrics" | "/config") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n")
+        }
         (_, "/shutdown") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /live, /ready, /metrics or POST /shutdown\n",
+            "not found: try /live, /ready, /metrics, /config or POST /shutdown\n",
         ),
     }
+}
+
+/// Ready means able to serve mesh traffic correctly: a valid certificate, and a first
+/// set of every discovery type (possibly empty), so the proxy never routes on a
+/// half-known world.
+fn readiness(state: &State) -> Result<(), &'static str> {
+    if state.shutdown.is_cancelled() {
+        return Err("not ready: shutting down\n");
+    }
+    if state.identity.current().is_none() {
+        return Err("not ready: no workload certificate yet\n");
+    }
+    if !state.directory.load().resources().has_all(&type_url::ALL) {
+        return Err("not ready: no configuration from the controller yet\n");
+    }
+    Ok(())
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

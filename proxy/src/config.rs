@@ -17,6 +17,8 @@ pub struct Config {
     pub inbound_addr: SocketAddr,
     /// Where the app's redirected outbound connections arrive (`OUTPUT` → here).
     pub outbound_addr: SocketAddr,
+    /// Also listen on the IPv6 twins of the inbound and outbound addresses.
+    pub ipv6: bool,
     /// `/live`, `/ready`, `/metrics`, `/shutdown`; never redirected by proxy-init.
     pub admin_addr: SocketAddr,
     /// The controller's identity service, `host:port`.
@@ -33,6 +35,9 @@ pub struct Config {
     /// controller decides from the token; this only makes a mismatch loud.
     #[serde(serialize_with = "display_opt")]
     pub identity: Option<SpiffeId>,
+    /// This pod's name and namespace, reported to the controller.
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
     /// Where the static destination → identity map comes from.
     pub peers: PeerSource,
     /// Refuse inbound connections that are not mesh mTLS.
@@ -55,12 +60,15 @@ impl Config {
         Config {
             inbound_addr: ([0, 0, 0, 0], 4143).into(),
             outbound_addr: ([127, 0, 0, 1], 4140).into(),
+            ipv6: true,
             admin_addr: ([0, 0, 0, 0], 4191).into(),
             controller_addr,
             controller_identity,
             trust_anchors,
             token_file,
             identity: None,
+            pod_name: None,
+            pod_namespace: None,
             peers: PeerSource::default(),
             require_mtls: false,
             drain_timeout: Duration::from_secs(30),
@@ -73,7 +81,10 @@ fn display<S: serde::Serializer>(id: &SpiffeId, s: S) -> Result<S::Ok, S::Error>
     s.collect_str(id)
 }
 
-fn display_opt<S: serde::Serializer>(id: &Option<SpiffeId>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn display_opt<S: serde::Serializer>(
+    id: &Option<SpiffeId>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match id {
         Some(id) => s.collect_str(id),
         None => s.serialize_none(),

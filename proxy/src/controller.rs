@@ -1,7 +1,8 @@
-//! The gRPC channel to the controller: TLS 1.3 verified against the mesh trust
-//! anchors, and the controller must present the controller's SPIFFE ID. The proxy
-//! has no certificate of its own yet when it first calls, so it authenticates with
-//! its token inside the request instead.
+//! The gRPC channel to the controller, shared by the identity client and the
+//! discovery client: TLS 1.3 verified against the mesh trust anchors, and the
+//! controller must present the controller's SPIFFE ID. The proxy has no certificate
+//! of its own when it first calls, so it authenticates with its token inside the
+//! identity request instead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +37,8 @@ impl Controller {
         })
     }
 
-    /// A connected channel; one per certification round, which happens a few times a
-    /// day, so there is nothing worth pooling.
+    /// A connected channel. The identity client makes one per certification round (a
+    /// few a day); the discovery client holds one for its stream's lifetime.
     pub async fn connect(&self) -> Result<Channel, Error> {
         let unreachable = |message: String| Error::ControllerUnreachable {
             addr: self.addr.clone(),

@@ -33,6 +33,8 @@ pub enum Error {
     ControllerUnreachable { addr: String, message: String },
     #[error("the controller refused to certify this workload: {0}")]
     Refused(tonic::Status),
+    #[error("discovery stream: {0}")]
+    Discovery(String),
     #[error("the controller returned an unusable certificate: {0}")]
     BadCertificate(String),
 }
@@ -56,6 +58,8 @@ pub enum ConnError {
     NoCertificate,
     #[error("plaintext connection refused: this pod requires mTLS")]
     PlaintextRefused,
+    #[error("service {0} has no ready endpoints")]
+    NoEndpoints(String),
     #[error("a connection to the proxy's own port {0} would loop")]
     Loop(u16),
     #[error("{0}")]
@@ -73,6 +77,7 @@ impl ConnError {
             ConnError::Identity(_) => "identity",
             ConnError::NoCertificate => "no_certificate",
             ConnError::PlaintextRefused => "plaintext_refused",
+            ConnError::NoEndpoints(_) => "no_endpoints",
             ConnError::Loop(_) => "loop",
             ConnError::Io(_) => "io",
         }

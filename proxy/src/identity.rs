@@ -20,10 +20,10 @@ use trellis_identity::{Presenter, SpiffeId, TrustAnchors, verify_chain};
 use trellis_proto::identity::v1::CertifyRequest;
 use trellis_proto::identity::v1::identity_client::IdentityClient;
 
+use crate::backoff::Backoff;
+use crate::controller::Controller;
 use crate::metrics::{CertifyLabels, Metrics};
 use crate::{Config, Error};
-
-mod channel;
 
 /// The certificate in force, with what the rest of the proxy needs to know of it.
 #[derive(Debug)]
@@ -44,7 +44,7 @@ pub struct Identity {
 struct Inner {
     current: ArcSwapOption<Certified>,
     anchors: TrustAnchors,
-    controller: channel::Controller,
+    controller: Controller,
     token_file: PathBuf,
     expected: Option<SpiffeId>,
     renew_at: f64,
@@ -62,7 +62,7 @@ impl Identity {
             path: config.trust_anchors.clone(),
             source,
         })?;
-        let controller = channel::Controller::new(
+        let controller = Controller::new(
             config.controller_addr.clone(),
             config.controller_identity.clone(),
             &anchors,
@@ -118,7 +118,7 @@ impl Identity {
                 }
                 Err(error) => {
                     self.count_certify("error");
-                    let wait = backoff.next();
+                    let wait = backoff.next_delay();
                     tracing::warn!(%error, retry_in = ?wait, "certification failed");
                     wait
                 }
@@ -239,24 +239,4 @@ fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// 1 s doubling to 60 s, with up to 25 % jitter so a restarted controller is not
-/// hit by every proxy in the same instant.
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff(Duration::from_secs(1))
-    }
-
-    fn next(&mut self) -> Duration {
-        let base = self.0;
-        self.0 = (base * 2).min(Duration::from_secs(60));
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
-    }
 }

@@ -15,13 +15,20 @@
 //! - [`forward`]: copying bytes both ways and counting them;
 //! - [`inbound`] and [`outbound`]: the two short functions that chain the stages.
 //!
-//! Beside it: [`identity`] (key pair, CSR, certificate and its renewal), [`peers`] (the
-//! static destination → identity map, until discovery replaces it), [`metrics`],
-//! [`admin`] (`/live`, `/ready`, `/metrics`, `/shutdown`) and [`config`].
+//! Beside it: [`identity`] (key pair, CSR, certificate and its renewal),
+//! [`discovery`] (the stream of services, endpoints, routes and policies from the
+//! controller) and [`directory`] (what it says, as lookup tables), [`controller`]
+//! (the channel both use), [`peers`] (a static destination → identity map that
+//! discovery does not know about), [`metrics`], [`admin`] (`/live`, `/ready`,
+//! `/metrics`, `/config`, `/shutdown`) and [`config`].
 
 pub mod admin;
+pub mod backoff;
 pub mod config;
+pub mod controller;
 pub mod detect;
+pub mod directory;
+pub mod discovery;
 pub mod error;
 pub mod forward;
 pub mod identity;
@@ -35,31 +42,29 @@ pub mod tls;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use error::Error;
 
-/// The three sockets the proxy serves, bound by the caller so that tests can bind
-/// `127.0.0.1:0`.
+/// The sockets the proxy serves, bound by the caller so that tests can bind
+/// `127.0.0.1:0`. Inbound and outbound have an IPv6 twin when the pod has IPv6,
+/// because proxy-init redirects IPv6 too.
 pub struct Listeners {
-    pub inbound: TcpListener,
-    pub outbound: TcpListener,
+    pub inbound: Vec<TcpListener>,
+    pub outbound: Vec<TcpListener>,
     pub admin: TcpListener,
 }
 
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Self, Error> {
-        let bind = |addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Bind { addr, source })
-        };
         Ok(Listeners {
-            inbound: bind(config.inbound_addr).await?,
-            outbound: bind(config.outbound_addr).await?,
-            admin: bind(config.admin_addr).await?,
+            inbound: listener::bind_with_twin(config.inbound_addr, config.ipv6)?,
+            outbound: listener::bind_with_twin(config.outbound_addr, config.ipv6)?,
+            admin: listener::bind(config.admin_addr)?,
         })
     }
 }
@@ -74,14 +79,37 @@ pub async fn run(
     let metrics = Arc::new(metrics::Metrics::new());
     let identity = identity::Identity::new(&config, metrics.clone())?;
     let peers = Arc::new(peers::Peers::load(&config.peers)?);
+    let directory = Arc::new(ArcSwap::from_pointee(directory::Directory::default()));
 
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(identity.clone().maintain(shutdown.clone()));
     tasks.spawn(peers.clone().reload_on_sighup(shutdown.clone()));
+    let discovery = discovery::Discovery {
+        controller: controller::Controller::new(
+            config.controller_addr.clone(),
+            config.controller_identity.clone(),
+            identity.anchors(),
+        )?,
+        node: trellis_proto::discovery::v1::Node {
+            pod: config.pod_name.clone().unwrap_or_default(),
+            namespace: config.pod_namespace.clone().unwrap_or_default(),
+            identity: config
+                .identity
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        directory: directory.clone(),
+        metrics: metrics.clone(),
+    };
+    tasks.spawn(discovery.run(shutdown.clone()));
     tasks.spawn(admin::serve(
         listeners.admin,
         admin::State {
+            config: Arc::new(config.clone()),
             identity: identity.clone(),
+            directory: directory.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
         },
@@ -90,27 +118,39 @@ pub async fn run(
     let inbound = inbound::Inbound::new(&config, identity.clone(), metrics.clone())?;
     let outbound = outbound::Outbound::new(
         identity.clone(),
+        directory,
         peers,
         metrics.clone(),
-        listeners.outbound.local_addr().ok(),
+        listeners
+            .outbound
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect(),
     )?;
     let connections = tokio_util::task::TaskTracker::new();
-    tokio::join!(
-        listener::serve(
-            listeners.inbound,
+    let accepting = tokio_util::task::TaskTracker::new();
+    for listener in listeners.inbound {
+        let inbound = inbound.clone();
+        accepting.spawn(listener::serve(
+            listener,
             listener::Direction::Inbound,
             connections.clone(),
             shutdown.clone(),
             move |conn| inbound.clone().handle(conn),
-        ),
-        listener::serve(
-            listeners.outbound,
+        ));
+    }
+    for listener in listeners.outbound {
+        let outbound = outbound.clone();
+        accepting.spawn(listener::serve(
+            listener,
             listener::Direction::Outbound,
             connections.clone(),
             shutdown.clone(),
             move |conn| outbound.clone().handle(conn),
-        ),
-    );
+        ));
+    }
+    accepting.close();
+    accepting.wait().await;
 
     connections.close();
     let open = connections.len();

@@ -2,7 +2,9 @@
 //! once shutdown begins.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use socket2::{Domain, Protocol, Socket, Type};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::error::ConnError;
+use crate::error::{ConnError, Error};
 use crate::metrics::Metrics;
 
 /// Which way a connection crosses the pod boundary.
@@ -30,6 +32,46 @@ impl Direction {
             Direction::Outbound => "outbound",
         }
     }
+}
+
+/// Binds `addr`, and when `ipv6` is set the same port on the IPv6 twin of the address
+/// (`[::]` for `0.0.0.0`, `[::1]` for `127.0.0.1`). The twin is optional: a pod
+/// without IPv6 cannot bind it, and then has no IPv6 traffic to redirect either.
+pub fn bind_with_twin(addr: SocketAddr, ipv6: bool) -> Result<Vec<TcpListener>, Error> {
+    let mut listeners = vec![bind(addr)?];
+    let twin = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => Some(Ipv6Addr::UNSPECIFIED),
+        IpAddr::V4(ip) if ip.is_loopback() => Some(Ipv6Addr::LOCALHOST),
+        _ => None,
+    };
+    if let Some(ip) = twin.filter(|_| ipv6) {
+        let twin = SocketAddr::new(
+            IpAddr::V6(ip),
+            listeners[0].local_addr().map_or(addr.port(), |a| a.port()),
+        );
+        match bind(twin) {
+            Ok(listener) => listeners.push(listener),
+            Err(error) => tracing::info!(%error, "no IPv6 listener"),
+        }
+    }
+    Ok(listeners)
+}
+
+/// A listening socket on `addr`. IPv6 sockets are IPv6-only, so that `[::]` and
+/// `0.0.0.0` can share a port and each connection's original destination is read
+/// with the option of its own family.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    let failed = |source| Error::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(failed)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(failed)?;
+    }
+    socket.set_reuse_address(true).map_err(failed)?;
+    socket.set_nonblocking(true).map_err(failed)?;
+    socket.bind(&addr.into()).map_err(failed)?;
+    socket.listen(1024).map_err(failed)?;
+    TcpListener::from_std(socket.into()).map_err(failed)
 }
 
 /// A connection just accepted: what is known before any byte is read.

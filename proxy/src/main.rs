@@ -35,10 +35,21 @@ struct Args {
     /// The SPIFFE ID this workload expects; requested in the CSR.
     #[arg(long, env = "TRELLIS_IDENTITY")]
     identity: Option<SpiffeId>,
+    /// This pod's name, reported to the controller (the injector sets it from the
+    /// downward API).
+    #[arg(long, env = "TRELLIS_POD_NAME")]
+    pod_name: Option<String>,
+    /// This pod's namespace, reported to the controller.
+    #[arg(long, env = "TRELLIS_POD_NAMESPACE")]
+    pod_namespace: Option<String>,
     #[arg(long, env = "TRELLIS_INBOUND_ADDR", default_value = "0.0.0.0:4143")]
     inbound_addr: SocketAddr,
     #[arg(long, env = "TRELLIS_OUTBOUND_ADDR", default_value = "127.0.0.1:4140")]
     outbound_addr: SocketAddr,
+    /// Also listen on the IPv6 twins of the inbound and outbound addresses (`[::]`,
+    /// `[::1]`), as proxy-init redirects IPv6 too; skipped where the pod has no IPv6.
+    #[arg(long, env = "TRELLIS_IPV6", default_value_t = true, action = clap::ArgAction::Set)]
+    ipv6: bool,
     #[arg(long, env = "TRELLIS_ADMIN_ADDR", default_value = "0.0.0.0:4191")]
     admin_addr: SocketAddr,
     /// YAML map of destination (IP or IP:port) to the SPIFFE ID it must present;
@@ -98,8 +109,11 @@ impl Args {
             self.token_file,
         );
         config.identity = self.identity;
+        config.pod_name = self.pod_name;
+        config.pod_namespace = self.pod_namespace;
         config.inbound_addr = self.inbound_addr;
         config.outbound_addr = self.outbound_addr;
+        config.ipv6 = self.ipv6;
         config.admin_addr = self.admin_addr;
         config.peers = PeerSource {
             file: self.peers,

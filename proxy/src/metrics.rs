@@ -47,6 +47,13 @@ pub struct CertifyLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiscoveryLabels {
+    pub type_url: &'static str,
+    /// `ack` (applied) or `nack` (refused, previous set kept).
+    pub outcome: &'static str,
+}
+
 /// Every metric the proxy records; cheap to clone (the families are shared).
 #[derive(Debug)]
 pub struct Metrics {
@@ -61,6 +68,9 @@ pub struct Metrics {
     pub tls_handshakes: Family<HandshakeLabels, Counter>,
     pub cert_expiration: Gauge,
     pub certify: Family<CertifyLabels, Counter>,
+    pub discovery_updates: Family<DiscoveryLabels, Counter>,
+    /// 1 while the discovery stream is open.
+    pub discovery_connected: Gauge,
 }
 
 impl Metrics {
@@ -73,6 +83,8 @@ impl Metrics {
         let tls_handshakes = Family::<HandshakeLabels, Counter>::default();
         let cert_expiration = Gauge::default();
         let certify = Family::<CertifyLabels, Counter>::default();
+        let discovery_updates = Family::<DiscoveryLabels, Counter>::default();
+        let discovery_connected = Gauge::default();
         registry.register("tcp_open", "TCP connections accepted", tcp_open.clone());
         registry.register("tcp_close", "TCP connections closed", tcp_close.clone());
         registry.register(
@@ -100,6 +112,16 @@ impl Metrics {
             "Certificate requests to the identity service by outcome",
             certify.clone(),
         );
+        registry.register(
+            "discovery_updates",
+            "Discovery responses applied (ack) or refused (nack), by type",
+            discovery_updates.clone(),
+        );
+        registry.register(
+            "discovery_connected",
+            "Whether the discovery stream to the controller is open",
+            discovery_connected.clone(),
+        );
         Metrics {
             registry,
             tcp_open,
@@ -109,6 +131,8 @@ impl Metrics {
             tls_handshakes,
             cert_expiration,
             certify,
+            discovery_updates,
+            discovery_connected,
         }
     }
 

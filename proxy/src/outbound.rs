@@ -1,43 +1,52 @@
-//! Connections from the app to the world: find out where they were going, and reach
-//! a mesh peer over mTLS as the identity it is known by, or anything else as plain
-//! TCP (passthrough).
+//! Connections from the app to the world: find out where they were going, resolve
+//! that through discovery (a service's virtual IP → one of its endpoints; a meshed
+//! pod → its identity), and reach a meshed endpoint over mTLS as the identity it is
+//! known by, or anything else as plain TCP (passthrough).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
 
+use crate::directory::{Destination, Directory};
 use crate::error::{ConnError, Error};
 use crate::forward::forward;
 use crate::identity::Identity;
 use crate::listener::{self, Accepted, Direction};
 use crate::metrics::Metrics;
-use crate::orig_dst::{OrigDstAddr, orig_dst};
+use crate::orig_dst::orig_dst;
 use crate::peers::Peers;
 use crate::tls::MeshTls;
 
 #[derive(Clone)]
 pub struct Outbound {
     tls: MeshTls,
+    /// What discovery says: services (balanced) and meshed pods.
+    directory: Arc<ArcSwap<Directory>>,
+    /// Static identities for destinations discovery does not know.
     peers: Arc<Peers>,
     metrics: Arc<Metrics>,
-    /// The outbound listener's own address: a connection made straight to it was not
-    /// redirected, and forwarding it would loop back here.
-    own_addr: Option<std::net::SocketAddr>,
+    /// The outbound listeners' own addresses: a connection made straight to one was
+    /// not redirected, and forwarding it would loop back here.
+    own_addrs: Vec<SocketAddr>,
 }
 
 impl Outbound {
     pub fn new(
         identity: Identity,
+        directory: Arc<ArcSwap<Directory>>,
         peers: Arc<Peers>,
         metrics: Arc<Metrics>,
-        own_addr: Option<std::net::SocketAddr>,
+        own_addrs: Vec<SocketAddr>,
     ) -> Result<Self, Error> {
         Ok(Outbound {
             tls: MeshTls::new(identity)?,
+            directory,
             peers,
             metrics,
-            own_addr,
+            own_addrs,
         })
     }
 
@@ -53,16 +62,27 @@ impl Outbound {
             Err(e) => return (false, Err(ConnError::OrigDst(e))),
         };
         tracing::Span::current().record("dst", tracing::field::display(dst));
-        if Some(dst.0) == self.own_addr {
+        if self.own_addrs.contains(&dst.0) {
             return (false, Err(ConnError::Loop(dst.0.port())));
         }
-        let server = match connect(dst).await {
+        let (addr, identity) = match self.directory.load().resolve(dst) {
+            Destination::Service(service) => match service.pick() {
+                Some(endpoint) => (endpoint.addr, endpoint.identity.clone()),
+                None => return (false, Err(ConnError::NoEndpoints(service.name.clone()))),
+            },
+            Destination::Pod { identity } => (dst.0, Some(identity)),
+            Destination::Passthrough => (dst.0, self.peers.lookup(dst)),
+        };
+        if addr != dst.0 {
+            tracing::debug!(endpoint = %addr, "balanced");
+        }
+        let server = match connect(addr).await {
             Ok(server) => server,
             Err(e) => return (false, Err(e)),
         };
-        match self.peers.lookup(dst) {
+        match identity {
             Some(expected) => {
-                let mut tls = match self.tls.connect(server, dst.0.ip(), &expected).await {
+                let mut tls = match self.tls.connect(server, addr.ip(), &expected).await {
                     Ok(tls) => {
                         self.metrics.handshake(Direction::Outbound, "ok");
                         tls
@@ -105,12 +125,9 @@ impl Outbound {
 /// rather than left to the kernel's two-minute SYN retries.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn connect(dst: OrigDstAddr) -> Result<TcpStream, ConnError> {
-    let failed = |source| ConnError::Connect {
-        addr: dst.0,
-        source,
-    };
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst.0))
+async fn connect(addr: SocketAddr) -> Result<TcpStream, ConnError> {
+    let failed = |source| ConnError::Connect { addr, source };
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| failed(std::io::ErrorKind::TimedOut.into()))?
         .map_err(failed)?;

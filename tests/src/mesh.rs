@@ -68,6 +68,8 @@ impl Mesh {
         controller
             .arg("--listen")
             .arg(mesh.controller_addr().to_string())
+            .arg("--admin-addr")
+            .arg(SocketAddr::new(mesh.controller_addr().ip(), 9990).to_string())
             .arg("--dev-ca")
             .arg(mesh.dir.join("ca"))
             .arg("--token-jwks")

@@ -1,50 +1,23 @@
-//! The real controller over TLS on 127.0.0.1:0, called the way a proxy calls it: a
-//! tonic client whose connector does TCP, TLS with the identity crate's client
-//! configuration, and `expect_peer` on the controller's SPIFFE ID.
+//! The real controller over TLS on 127.0.0.1:0, called the way a proxy calls it
+//! ([`crate::fixtures::connect`]).
 
 use std::net::SocketAddr;
 
-use hyper_util::rt::TokioIo;
 use rcgen::KeyPair;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint, Uri};
-use trellis_identity::tls::{client_config, expect_peer};
+use trellis_identity::tls::client_config;
 use trellis_identity::{Presenter, TrustAnchors, verify_chain};
 use trellis_proto::identity::v1::CertifyRequest;
 use trellis_proto::identity::v1::identity_client::IdentityClient;
 
 use super::*;
-use crate::fixtures::{CHECKOUT, ScratchDir, Signers, TRUST_DOMAIN, checkout_claims, csr};
+use crate::IdentityService;
+use crate::fixtures::{CHECKOUT, ScratchDir, Signers, TRUST_DOMAIN, checkout_claims, connect, csr};
 use crate::{CaSource, Config, LogFormat};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Dials the controller as a proxy does; fails unless it proves to be `expected`.
-async fn connect(
-    addr: SocketAddr,
-    anchors: &TrustAnchors,
-    expected: SpiffeId,
-) -> Result<Channel, tonic::transport::Error> {
-    let config = Arc::new(client_config(anchors, None, &[b"h2"]).unwrap());
-    let connector = tower::service_fn(move |_: Uri| {
-        let config = config.clone();
-        let expected = expected.clone();
-        async move {
-            let tcp = TcpStream::connect(addr).await?;
-            let name = ServerName::try_from(CONTROLLER_DNS_NAMES[0])?.to_owned();
-            let tls = TlsConnector::from(config).connect(name, tcp).await?;
-            expect_peer(tls.get_ref().1.peer_certificates(), &expected)?;
-            Ok::<_, BoxError>(TokioIo::new(tls))
-        }
-    });
-    Endpoint::from_static("http://trellis-controller.trellis-system.svc:8086")
-        .connect_with_connector(connector)
-        .await
-}
 
 /// The leaf the controller presents on a fresh connection.
 async fn serving_leaf(addr: SocketAddr, anchors: &TrustAnchors) -> CertificateDer<'static> {
@@ -71,12 +44,20 @@ async fn a_proxy_gets_its_certificate_over_tls_from_the_real_server() {
         token_audience: crate::fixtures::AUDIENCE.into(),
         cert_lifetime: Duration::from_secs(3600),
         log_format: LogFormat::Plain,
+        config_dir: None,
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        debounce: Duration::from_millis(50),
     };
     let listener = TcpListener::bind(config.listen).await.unwrap();
+    let admin = TcpListener::bind(config.admin_addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let controller = tokio::spawn(async move {
-        crate::run(&config, listener, async {
+        let listeners = crate::Listeners {
+            grpc: listener,
+            admin,
+        };
+        crate::run(&config, listeners, async {
             let _ = stopped.await;
         })
         .await
@@ -181,7 +162,8 @@ async fn the_serving_certificate_is_renewed_before_it_expires() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, tls, service, async {
+    let routes = Routes::new(service.into_server());
+    let server = tokio::spawn(serve(listener, tls, routes, async {
         let _ = stopped.await;
     }));
 

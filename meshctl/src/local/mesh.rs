@@ -17,6 +17,9 @@ use crate::probe::{accepts, wait_for};
 use crate::state::{LocalSettings, log_tail, make_dir, write_file, write_json};
 use crate::{Error, peers, process};
 
+/// The controller's admin port (`/proxies`, `/metrics`), on the bridge's gateway.
+const CONTROLLER_ADMIN_PORT: u16 = 9990;
+
 /// How long the controller may take to accept connections.
 const CONTROLLER_START: Duration = Duration::from_secs(20);
 
@@ -96,6 +99,8 @@ impl Local {
             without_trellis_env(&mut command)
                 .arg("--listen")
                 .arg(addr.to_string())
+                .arg("--admin-addr")
+                .arg(std::net::SocketAddr::new(addr.ip(), CONTROLLER_ADMIN_PORT).to_string())
                 .arg("--dev-ca")
                 .arg(state.ca_dir())
                 .arg("--token-jwks")

@@ -1,0 +1,257 @@
+//! The `trellis.discovery.v1.Discovery` gRPC service: one bidirectional stream per
+//! proxy carrying every resource type, state of the world, in the manner of Envoy's
+//! ADS.
+//!
+//! Each stream is one task that waits on three things: the proxy's next request, the
+//! model's next snapshot, and shutdown. After each, it sends whatever is due
+//! (`subscriptions.rs` decides what that is), so a burst of snapshots the proxy was
+//! too slow to take collapses into the latest. The stream records the proxy, and each
+//! push, ACK and NACK, in the [`Proxies`] registry.
+//!
+//! A stream ends when the proxy hangs up (cleanly or not); on controller shutdown it
+//! ends with `UNAVAILABLE`, which tells the proxy to reconnect elsewhere or later.
+
+mod subscriptions;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tonic::codegen::tokio_stream::StreamExt;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+use trellis_proto::discovery::v1::discovery_server::{Discovery, DiscoveryServer};
+use trellis_proto::discovery::v1::{DiscoveryRequest, DiscoveryResponse};
+
+pub use self::subscriptions::{Received, Subscriptions};
+use crate::model::{Kind, Snapshot};
+use crate::proxies::{Connection, Proxies};
+
+/// Requests are subscriptions and acknowledgements: a list of names at most.
+const MAX_REQUEST_LEN: usize = 1024 * 1024;
+
+/// Responses queued for a stream before its task waits for the proxy to read; it
+/// waits rather than buffer snapshots a slow proxy would skip anyway.
+const RESPONSE_BACKLOG: usize = 4;
+
+/// What every stream shares.
+#[derive(Clone)]
+pub struct DiscoveryService {
+    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    proxies: Arc<Proxies>,
+    shutdown: CancellationToken,
+}
+
+impl DiscoveryService {
+    pub fn new(
+        snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+        proxies: Arc<Proxies>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        DiscoveryService {
+            snapshots,
+            proxies,
+            shutdown,
+        }
+    }
+
+    /// The service wrapped for tonic, with the request size bounded.
+    pub fn into_server(self) -> DiscoveryServer<DiscoveryService> {
+        DiscoveryServer::new(self).max_decoding_message_size(MAX_REQUEST_LEN)
+    }
+}
+
+#[tonic::async_trait]
+impl Discovery for DiscoveryService {
+    type StreamStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let remote = request.remote_addr();
+        let connection = self.proxies.connect(remote);
+        let span = tracing::info_span!(
+            "discovery",
+            stream = connection.id(),
+            remote = remote.map(tracing::field::display),
+        );
+        let (responses, rx) = mpsc::channel(RESPONSE_BACKLOG);
+        let stream = ProxyStream {
+            requests: request.into_inner(),
+            responses,
+            snapshots: self.snapshots.clone(),
+            subscriptions: Subscriptions::new(connection.id()),
+            connection,
+        };
+        tokio::spawn(stream.run(self.shutdown.clone()).instrument(span));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// How a push ended.
+enum Pushed {
+    Done,
+    Gone,
+    ShuttingDown,
+}
+
+/// One proxy's stream.
+struct ProxyStream {
+    requests: Streaming<DiscoveryRequest>,
+    responses: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    subscriptions: Subscriptions,
+    /// Its entry in the registry, removed when the stream ends.
+    connection: Connection,
+}
+
+impl ProxyStream {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut identified = false;
+        loop {
+            tokio::select! {
+                request = self.requests.next() => match request {
+                    Some(Ok(request)) => {
+                        if !identified && let Some(node) = &request.node {
+                            identified = true;
+                            self.connection.identify(node);
+                            tracing::info!(
+                                pod = %node.pod,
+                                namespace = %node.namespace,
+                                identity = %node.identity,
+                                proxy_version = %node.proxy_version,
+                                "a proxy connected"
+                            );
+                        }
+                        self.receive(&request);
+                    }
+                    Some(Err(status)) => {
+                        tracing::info!(code = ?status.code(), error = status.message(), "the stream broke");
+                        return;
+                    }
+                    None => {
+                        tracing::info!("the proxy closed its stream");
+                        return;
+                    }
+                },
+                changed = self.snapshots.changed() => if changed.is_err() {
+                    // The model is gone: the controller is stopping.
+                    return self.shut_down();
+                },
+                () = shutdown.cancelled() => return self.shut_down(),
+                () = self.responses.closed() => {
+                    tracing::info!("the proxy went away");
+                    return;
+                }
+            }
+            match self.push(&shutdown).await {
+                Pushed::Done => {}
+                Pushed::Gone => {
+                    tracing::info!("the proxy went away");
+                    return;
+                }
+                Pushed::ShuttingDown => return self.shut_down(),
+            }
+        }
+    }
+
+    /// Sends every response due under the latest snapshot. A proxy that does not read
+    /// holds its own stream up, but never the controller's shutdown.
+    async fn push(&mut self, shutdown: &CancellationToken) -> Pushed {
+        let snapshot = self.snapshots.borrow_and_update().clone();
+        let Some(snapshot) = snapshot else {
+            // Not every source has synced: subscriptions wait for the first snapshot.
+            return Pushed::Done;
+        };
+        for response in self.subscriptions.responses(&snapshot) {
+            let (kind, version, nonce) = (
+                Kind::from_type_url(&response.type_url),
+                response.version_info.clone(),
+                response.nonce.clone(),
+            );
+            tracing::debug!(
+                type_url = %response.type_url,
+                %version,
+                %nonce,
+                resources = response.resources.len(),
+                "push"
+            );
+            tokio::select! {
+                sent = self.responses.send(Ok(response)) => if sent.is_err() {
+                    return Pushed::Gone;
+                },
+                () = shutdown.cancelled() => return Pushed::ShuttingDown,
+            }
+            if let Some(kind) = kind {
+                self.connection.sent(kind, &version, &nonce);
+            }
+        }
+        Pushed::Done
+    }
+
+    /// Ends the stream with a status that tells the proxy to reconnect (if there is
+    /// room for it: a proxy that stopped reading just sees the stream end).
+    fn shut_down(&self) {
+        let status = Status::unavailable("the controller is shutting down; reconnect");
+        let _ = self.responses.try_send(Err(status));
+    }
+
+    /// Applies one request to the subscriptions and records what it meant.
+    fn receive(&mut self, request: &DiscoveryRequest) {
+        match self.subscriptions.receive(request) {
+            Received::Subscribed { kind } => {
+                let names = self.subscriptions.names(kind).cloned().unwrap_or_default();
+                tracing::debug!(%kind, names = names.len(), "subscribed");
+                self.connection.subscribed(kind, &names);
+            }
+            Received::Acked {
+                kind,
+                version,
+                resubscribed,
+            } => {
+                tracing::debug!(%kind, %version, "ACK");
+                if version != request.version_info {
+                    tracing::debug!(
+                        %kind, acked = %request.version_info, sent = %version,
+                        "the ACK names another version than its nonce's response had"
+                    );
+                }
+                self.connection.acked(kind, &version);
+                self.resubscribed(kind, resubscribed);
+            }
+            Received::Nacked {
+                kind,
+                nonce,
+                version,
+                message,
+                resubscribed,
+            } => {
+                tracing::warn!(
+                    %kind, %version, %nonce, error = %message,
+                    "the proxy rejected a response; it keeps its last good version, \
+                     and the controller sends the next change"
+                );
+                self.connection.nacked(kind, &nonce, &version, &message);
+                self.resubscribed(kind, resubscribed);
+            }
+            Received::Stale { kind, nonce } => {
+                tracing::debug!(%kind, %nonce, "ignored a request answering a superseded response");
+            }
+            Received::UnknownType(type_url) => {
+                tracing::warn!(%type_url, "ignored a request for a type this controller does not serve");
+            }
+            Received::NoType => {}
+        }
+    }
+
+    fn resubscribed(&self, kind: Kind, resubscribed: bool) {
+        if resubscribed && let Some(names) = self.subscriptions.names(kind) {
+            self.connection.subscribed(kind, names);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
