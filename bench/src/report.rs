@@ -1,0 +1,353 @@
+//! The results of a `trellis-bench run` and how repeats become one figure: the worst
+//! repeat dropped (Buoyant's method: by max latency, or by lowest rate for the knee),
+//! mean ± standard deviation over the rest, and their histograms pooled into one
+//! distribution for the percentiles. Rendering lives beside it: `markdown.rs` for the
+//! tables (and the targets of issue 3), `svg.rs` for the charts.
+
+mod markdown;
+mod svg;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use markdown::markdown;
+pub use svg::charts;
+
+use crate::Error;
+use crate::load::{self, LoadReport, Percentiles};
+use crate::plan::{Load, Plan, Workload};
+use crate::resources::Machine;
+use crate::scenario::ScenarioKind;
+
+/// Everything one run measured, as written to `results.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    /// RFC 3339, UTC.
+    pub date: String,
+    /// The command line that produced these results.
+    pub command: String,
+    pub machine: Machine,
+    pub topology: String,
+    pub plan: Plan,
+    pub scenarios: Vec<ScenarioResult>,
+    pub wall_seconds: f64,
+}
+
+/// One scenario's measurements, or why it was not measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    pub kind: ScenarioKind,
+    pub hops: u32,
+    /// Set when the scenario could not run here (not root, proxy not installed).
+    pub skipped: Option<String>,
+    /// Set when the scenario started but failed part-way.
+    pub failed: Option<String>,
+    /// The proxies' resident memory right after start, before any load (max over
+    /// the scenario's proxies), in MB.
+    pub idle_rss_mb: Option<f64>,
+    pub cells: Vec<Cell>,
+}
+
+impl ScenarioResult {
+    pub fn cell(&self, workload: Workload, load: Load) -> Option<&Cell> {
+        self.cells
+            .iter()
+            .find(|cell| cell.workload == workload && cell.load == load)
+    }
+}
+
+/// One workload at one load in one scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cell {
+    pub workload: Workload,
+    pub load: Load,
+    pub runs: Vec<Run>,
+    pub summary: Option<Summary>,
+    pub idle: Option<IdleResult>,
+}
+
+impl Cell {
+    /// Requests that failed, over every repeat (the dropped one too).
+    pub fn errors(&self) -> u64 {
+        match (&self.summary, &self.idle) {
+            (Some(summary), _) => summary.errors,
+            (None, Some(idle)) => idle.errors,
+            (None, None) => 0,
+        }
+    }
+
+    /// Whether this cell measured anything at all.
+    pub fn has_results(&self) -> bool {
+        self.summary.as_ref().is_some_and(|s| s.requests > 0)
+            || self.idle.as_ref().is_some_and(|i| i.connections > 0)
+    }
+}
+
+/// One repeat: the generator's report and what each proxy spent meanwhile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    pub load: LoadReport,
+    pub proxies: Vec<ProxyUsage>,
+}
+
+/// A proxy (with its child processes) over one repeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProxyUsage {
+    pub name: String,
+    pub cpu_seconds: f64,
+    pub rss_mb: f64,
+    /// Peak resident memory during this repeat (`VmHWM` after a reset).
+    pub hwm_mb: f64,
+}
+
+impl Run {
+    /// All proxies' CPU per successful request, divided by the hops it crossed.
+    pub fn cpu_us_per_request_per_hop(&self, hops: u32) -> Option<f64> {
+        if hops == 0 || self.proxies.is_empty() || self.load.requests == 0 {
+            return None;
+        }
+        let cpu: f64 = self.proxies.iter().map(|p| p.cpu_seconds).sum();
+        Some(cpu * 1e6 / self.load.requests as f64 / hops as f64)
+    }
+
+    /// The largest single proxy's peak memory.
+    pub fn peak_rss_mb(&self) -> Option<f64> {
+        self.proxies
+            .iter()
+            .map(|p| p.hwm_mb.max(p.rss_mb))
+            .reduce(f64::max)
+    }
+}
+
+/// Mean and sample standard deviation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    pub mean: f64,
+    pub sd: f64,
+}
+
+impl Stat {
+    pub fn of(values: &[f64]) -> Stat {
+        if values.is_empty() {
+            return Stat::default();
+        }
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let sd = if values.len() < 2 {
+            0.0
+        } else {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        };
+        Stat { mean, sd }
+    }
+}
+
+/// The repeats of a cell, reduced to the figures the report shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Index of the repeat left out, if one was.
+    pub dropped_run: Option<usize>,
+    /// Percentiles of the kept repeats' histograms pooled together.
+    pub pooled: Percentiles,
+    pub rate: Stat,
+    pub p50_ms: Stat,
+    pub p99_ms: Stat,
+    pub p999_ms: Stat,
+    pub max_ms: Stat,
+    pub throughput_mb_s: Stat,
+    pub cpu_us_per_request_per_hop: Option<Stat>,
+    pub peak_rss_mb: Option<f64>,
+    /// Successful requests over the kept repeats.
+    pub requests: u64,
+    /// Failed requests over all repeats, the dropped one included.
+    pub errors: u64,
+    pub generator_cpu_us_per_request: f64,
+}
+
+/// Reduces the repeats of one cell. Histograms are pooled and then removed from the
+/// runs, so the raw JSON stays small.
+pub fn summarize(runs: &mut [Run], hops: u32, load: Load, drop_worst: bool) -> Summary {
+    let dropped_run = (drop_worst && runs.len() >= 3)
+        .then(|| worst(runs, load))
+        .flatten();
+    let kept: Vec<&Run> = runs
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| Some(*index) != dropped_run)
+        .map(|(_, run)| run)
+        .collect();
+    let mut pooled = load::new_histogram();
+    for run in &kept {
+        if let Some(buckets) = &run.load.histogram {
+            load::pool(&mut pooled, buckets);
+        }
+    }
+    let stat =
+        |f: &dyn Fn(&Run) -> f64| Stat::of(&kept.iter().map(|run| f(run)).collect::<Vec<_>>());
+    let cpu: Vec<f64> = kept
+        .iter()
+        .filter_map(|run| run.cpu_us_per_request_per_hop(hops))
+        .collect();
+    let summary = Summary {
+        dropped_run,
+        pooled: Percentiles::of(&pooled),
+        rate: stat(&|run| run.load.rate),
+        p50_ms: stat(&|run| run.load.p50_ms),
+        p99_ms: stat(&|run| run.load.p99_ms),
+        p999_ms: stat(&|run| run.load.p999_ms),
+        max_ms: stat(&|run| run.load.max_ms),
+        throughput_mb_s: stat(&|run| run.load.throughput_mb_s),
+        cpu_us_per_request_per_hop: (!cpu.is_empty()).then(|| Stat::of(&cpu)),
+        peak_rss_mb: kept
+            .iter()
+            .filter_map(|run| run.peak_rss_mb())
+            .reduce(f64::max),
+        requests: kept.iter().map(|run| run.load.requests).sum(),
+        errors: runs.iter().map(|run| run.load.errors).sum(),
+        generator_cpu_us_per_request: stat(&|run| run.load.generator_cpu_us_per_request).mean,
+    };
+    for run in runs.iter_mut() {
+        run.load.histogram = None;
+    }
+    summary
+}
+
+/// The worst repeat: the slowest tail at a fixed rate, the lowest rate at the knee.
+fn worst(runs: &[Run], load: Load) -> Option<usize> {
+    let badness = |run: &Run| match load {
+        Load::Max => -run.load.rate,
+        _ => run.load.max_ms,
+    };
+    (0..runs.len()).max_by(|&a, &b| badness(&runs[a]).total_cmp(&badness(&runs[b])))
+}
+
+/// 1,000 idle connections held open through a scenario's proxies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdleResult {
+    pub connections: u64,
+    pub errors: u64,
+    /// The largest proxy's resident memory before and while holding, MB.
+    pub rss_before_mb: f64,
+    pub rss_held_mb: f64,
+    /// The largest per-proxy growth divided by the connections, KiB.
+    pub kib_per_connection: f64,
+}
+
+/// Writes `results.json`, `results.md` and the charts into `dir`.
+pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| Error::io(format!("write {}", path.display()), e))
+    };
+    let json = serde_json::to_string_pretty(results).map_err(|e| Error::Report {
+        what: "results.json".into(),
+        detail: e.to_string(),
+    })?;
+    write("results.json", &json)?;
+    let charts = charts(results);
+    for (name, svg) in &charts {
+        write(name, svg)?;
+    }
+    let names: Vec<String> = charts.into_iter().map(|(name, _)| name).collect();
+    write("results.md", &markdown(results, &names))?;
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(rate: f64, max_ms: f64, cpu_seconds: f64) -> Run {
+        let mut histogram = load::new_histogram();
+        histogram
+            .record((max_ms * 1000.0) as u64)
+            .expect("in range");
+        Run {
+            load: LoadReport {
+                url: "http://x/".into(),
+                protocol: "http1".into(),
+                connections: 1,
+                target_rate: Some(rate),
+                duration_s: 1.0,
+                requests: 1_000,
+                errors: 0,
+                errors_by_kind: Default::default(),
+                rate,
+                p50_ms: max_ms,
+                p90_ms: max_ms,
+                p99_ms: max_ms,
+                p999_ms: max_ms,
+                p9999_ms: max_ms,
+                max_ms,
+                mean_ms: max_ms,
+                service_p99_ms: max_ms,
+                bytes_received: 0,
+                throughput_mb_s: 0.0,
+                generator_cpu_us_per_request: 5.0,
+                histogram: Some(load::export(&histogram)),
+            },
+            proxies: vec![ProxyUsage {
+                name: "p".into(),
+                cpu_seconds,
+                rss_mb: 10.0,
+                hwm_mb: 12.0,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_repeat_with_the_slowest_tail_is_dropped_and_the_rest_averaged() {
+        let mut runs = vec![
+            run(100.0, 1.0, 0.02),
+            run(100.0, 50.0, 0.02),
+            run(100.0, 3.0, 0.04),
+        ];
+        let summary = summarize(&mut runs, 2, Load::Rate(100), true);
+        assert_eq!(summary.dropped_run, Some(1));
+        assert_eq!(
+            summary.max_ms,
+            Stat {
+                mean: 2.0,
+                sd: 2f64.sqrt()
+            }
+        );
+        // 0.02 s and 0.04 s over 1,000 requests and two hops: 10 and 20 µs.
+        let cpu = summary
+            .cpu_us_per_request_per_hop
+            .expect("proxies measured");
+        assert!((cpu.mean - 15.0).abs() < 1e-9, "{cpu:?}");
+        assert_eq!(summary.peak_rss_mb, Some(12.0));
+        assert!(summary.pooled.max_ms < 4.0, "the dropped run is not pooled");
+        assert!(runs.iter().all(|run| run.load.histogram.is_none()));
+    }
+
+    #[test]
+    fn at_the_knee_the_slowest_repeat_is_the_one_dropped() {
+        let mut runs = vec![
+            run(9_000.0, 1.0, 0.1),
+            run(10_000.0, 9.0, 0.1),
+            run(7_000.0, 2.0, 0.1),
+        ];
+        assert_eq!(
+            summarize(&mut runs, 1, Load::Max, true).dropped_run,
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn a_single_repeat_is_kept_and_has_no_spread() {
+        let mut runs = vec![run(100.0, 1.0, 0.0)];
+        let summary = summarize(&mut runs, 0, Load::Rate(100), true);
+        assert_eq!(summary.dropped_run, None);
+        assert_eq!(
+            summary.rate,
+            Stat {
+                mean: 100.0,
+                sd: 0.0
+            }
+        );
+        assert_eq!(summary.cpu_us_per_request_per_hop, None, "no proxy, no hop");
+    }
+}

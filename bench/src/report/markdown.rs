@@ -1,0 +1,341 @@
+//! `results.md`: how the figures were made, the targets of issue 3 next to what was
+//! measured, then one table per workload (latency added over the baseline, proxy CPU
+//! per request per hop, proxy memory) and the idle-connection memory.
+
+use std::fmt::Write;
+
+use super::{Cell, Results, ScenarioResult, Stat};
+use crate::plan::{Load, Workload};
+use crate::scenario::ScenarioKind;
+
+pub fn markdown(results: &Results, charts: &[String]) -> String {
+    let mut out = String::new();
+    let plan = &results.plan;
+    let m = &results.machine;
+    let _ = writeln!(out, "# Trellis benchmark results\n");
+    let _ = writeln!(out, "- date: {}", results.date);
+    let _ = writeln!(out, "- command: `{}`", results.command);
+    let _ = writeln!(
+        out,
+        "- machine: {} ({} cores, {:.0} GiB, Linux {})",
+        m.cpu_model, m.cores, m.memory_gib, m.kernel
+    );
+    let _ = writeln!(out, "- topology: {}", results.topology);
+    let _ = writeln!(
+        out,
+        "- method: {:?} mode; per cell {} s warm-up, then {} repeat(s) of {} s{}; open-loop \
+         latencies from each request's intended send time (coordinated omission corrected); \
+         percentiles from the kept repeats' histograms pooled, ± is the standard deviation \
+         across repeats",
+        plan.mode,
+        plan.warmup.as_secs_f64(),
+        plan.repeats,
+        plan.duration.as_secs_f64(),
+        if plan.drops_worst() {
+            ", the worst dropped"
+        } else {
+            ""
+        },
+    );
+    let _ = writeln!(out, "- wall time: {:.0} s\n", results.wall_seconds);
+
+    for scenario in &results.scenarios {
+        if let Some(reason) = &scenario.skipped {
+            let _ = writeln!(out, "- **{}** skipped: {reason}", scenario.kind.name());
+        }
+        if let Some(reason) = &scenario.failed {
+            let _ = writeln!(out, "- **{}** failed: {reason}", scenario.kind.name());
+        }
+    }
+    out.push('\n');
+    targets(&mut out, results);
+
+    for workload in plan
+        .workloads
+        .iter()
+        .copied()
+        .filter(|w| *w != Workload::Idle)
+    {
+        let _ = writeln!(out, "## {}\n", workload.title());
+        let _ = writeln!(
+            out,
+            "| scenario | load | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | +p50 | +p99 | MB/s | proxy CPU µs/req/hop | proxy peak RSS MB | errors |"
+        );
+        let _ = writeln!(
+            out,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for load in plan.loads(workload) {
+            let baseline = results
+                .scenarios
+                .iter()
+                .find(|s| s.kind == ScenarioKind::Baseline)
+                .and_then(|s| s.cell(workload, load))
+                .and_then(|c| c.summary.as_ref());
+            for scenario in results.scenarios.iter().filter(|s| s.skipped.is_none()) {
+                let Some(cell) = scenario.cell(workload, load) else {
+                    continue;
+                };
+                let Some(s) = &cell.summary else { continue };
+                let p = &s.pooled;
+                let added = |value: f64, base: Option<f64>| match (scenario.kind, base) {
+                    (ScenarioKind::Baseline, _) | (_, None) => "–".to_string(),
+                    (_, Some(base)) => format!("{:+.3}", value - base),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {:.1} | {} | {} | {} |",
+                    scenario.kind.name(),
+                    load.label(),
+                    stat(s.rate, 0),
+                    p.p50_ms,
+                    p.p90_ms,
+                    p.p99_ms,
+                    p.p999_ms,
+                    p.max_ms,
+                    added(p.p50_ms, baseline.map(|b| b.pooled.p50_ms)),
+                    added(p.p99_ms, baseline.map(|b| b.pooled.p99_ms)),
+                    s.throughput_mb_s.mean,
+                    s.cpu_us_per_request_per_hop
+                        .map_or("–".into(), |c| stat(c, 1)),
+                    s.peak_rss_mb.map_or("–".into(), |r| format!("{r:.1}")),
+                    cell.errors(),
+                );
+            }
+        }
+        out.push('\n');
+    }
+
+    if plan.workloads.contains(&Workload::Idle) {
+        let _ = writeln!(out, "## {}\n", Workload::Idle.title());
+        let _ = writeln!(
+            out,
+            "| scenario | proxy RSS idle MB | holding MB | KiB per connection | held | errors |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        for scenario in results.scenarios.iter().filter(|s| s.kind.hops() > 0) {
+            for cell in scenario
+                .cells
+                .iter()
+                .filter(|c| c.workload == Workload::Idle)
+            {
+                if let Some(idle) = &cell.idle {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {:.1} | {:.1} | {:.1} | {} | {} |",
+                        scenario.kind.name(),
+                        idle.rss_before_mb,
+                        idle.rss_held_mb,
+                        idle.kib_per_connection,
+                        idle.connections,
+                        idle.errors
+                    );
+                }
+            }
+        }
+        out.push('\n');
+    }
+
+    if !charts.is_empty() {
+        let _ = writeln!(out, "## Charts\n");
+        for chart in charts {
+            let _ = writeln!(out, "![{chart}]({chart})\n");
+        }
+    }
+    out
+}
+
+fn targets(out: &mut String, results: &Results) {
+    let find = |kind: ScenarioKind| {
+        results
+            .scenarios
+            .iter()
+            .find(|s| s.kind == kind && s.skipped.is_none())
+    };
+    let summary = |kind, workload, load| {
+        find(kind)
+            .and_then(|s: &ScenarioResult| s.cell(workload, load))
+            .and_then(|c: &Cell| c.summary.clone())
+    };
+    let base_max = summary(ScenarioKind::Baseline, Workload::Http1, Load::Max).map(|s| s.rate.mean);
+    let share = |kind| -> String {
+        match (summary(kind, Workload::Http1, Load::Max), base_max) {
+            (Some(s), Some(base)) if base > 0.0 => {
+                format!(
+                    "{:.0} % ({:.0} of {:.0} req/s)",
+                    100.0 * s.rate.mean / base,
+                    s.rate.mean,
+                    base
+                )
+            }
+            _ => "not measured".into(),
+        }
+    };
+    // The busiest fixed rate this plan has, 2,000/s outside quick mode.
+    let rate = results
+        .plan
+        .loads(Workload::Http1)
+        .into_iter()
+        .rfind(|l| matches!(l, Load::Rate(r) if *r <= 2_000))
+        .unwrap_or(Load::Max);
+    let cpu = |kind| {
+        summary(kind, Workload::Http1, rate)
+            .and_then(|s| s.cpu_us_per_request_per_hop)
+            .map_or("not measured".into(), |c| format!("{} µs", stat(c, 1)))
+    };
+    let added = |pick: fn(&super::Summary) -> f64| match (
+        summary(ScenarioKind::TrellisTwoHops, Workload::Http1, rate),
+        summary(ScenarioKind::Baseline, Workload::Http1, rate),
+    ) {
+        (Some(t), Some(b)) => format!("{:+.3} ms", pick(&t) - pick(&b)),
+        _ => "not measured".into(),
+    };
+    let idle_rss = |kind| {
+        find(kind)
+            .and_then(|s| s.idle_rss_mb)
+            .map_or("not measured".into(), |r| format!("{r:.1} MB"))
+    };
+    let loaded_rss = |kind: ScenarioKind| {
+        find(kind)
+            .and_then(|s| {
+                s.cells
+                    .iter()
+                    .filter_map(|c| c.summary.as_ref()?.peak_rss_mb)
+                    .reduce(f64::max)
+            })
+            .map_or("not measured".into(), |r| format!("{r:.1} MB"))
+    };
+    let bulk = summary(ScenarioKind::TrellisTwoHops, Workload::Bulk, Load::Max)
+        .map_or("not measured".into(), |s| {
+            format!("{:.2} GB/s", s.throughput_mb_s.mean / 1000.0)
+        });
+    let handshakes = summary(
+        ScenarioKind::TrellisTwoHops,
+        Workload::NewConnection,
+        Load::Max,
+    )
+    .map_or("not measured".into(), |s| {
+        match s.cpu_us_per_request_per_hop {
+            Some(cpu) if cpu.mean > 0.0 => format!(
+                "{:.0}/s through the pair; {:.0} per CPU-second per proxy",
+                s.rate.mean,
+                1e6 / cpu.mean
+            ),
+            _ => format!("{:.0}/s", s.rate.mean),
+        }
+    });
+    let errors_below_knee: u64 = results
+        .scenarios
+        .iter()
+        .filter(|s| s.kind.is_trellis())
+        .flat_map(|s| s.cells.iter())
+        .filter(|c| matches!(c.load, Load::Rate(_)))
+        .map(Cell::errors)
+        .sum();
+    let trellis_ran = results
+        .scenarios
+        .iter()
+        .any(|s| s.kind.is_trellis() && s.skipped.is_none());
+
+    let _ = writeln!(out, "## Targets (issue 3)\n");
+    let _ = writeln!(out, "| target | goal | Trellis | for reference |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    let rows = [
+        (
+            "one hop, max throughput vs direct",
+            "≥ 35 %",
+            share(ScenarioKind::TrellisOneHop),
+            format!(
+                "HAProxy {}, nginx {}",
+                share(ScenarioKind::HaproxyOneHop),
+                share(ScenarioKind::NginxOneHop)
+            ),
+        ),
+        (
+            "two hops (mTLS), max throughput vs direct",
+            "≥ 20 %",
+            share(ScenarioKind::TrellisTwoHops),
+            format!("HAProxy TLS pair {}", share(ScenarioKind::HaproxyTwoHops)),
+        ),
+        (
+            &*format!("CPU per request per hop at {}", rate.label()),
+            "≤ 30 µs",
+            format!(
+                "1 hop {}, 2 hops {}",
+                cpu(ScenarioKind::TrellisOneHop),
+                cpu(ScenarioKind::TrellisTwoHops)
+            ),
+            format!(
+                "HAProxy {}, nginx {}",
+                cpu(ScenarioKind::HaproxyOneHop),
+                cpu(ScenarioKind::NginxOneHop)
+            ),
+        ),
+        (
+            &*format!("two hops at {}: added p99", rate.label()),
+            "≤ 0.4 ms",
+            added(|s| s.pooled.p99_ms),
+            String::new(),
+        ),
+        (
+            &*format!("two hops at {}: added p99.9", rate.label()),
+            "≤ 1 ms",
+            added(|s| s.pooled.p999_ms),
+            String::new(),
+        ),
+        (
+            "resident memory idle",
+            "≤ 10 MB",
+            idle_rss(ScenarioKind::TrellisTwoHops),
+            format!(
+                "HAProxy {}, nginx {}",
+                idle_rss(ScenarioKind::HaproxyOneHop),
+                idle_rss(ScenarioKind::NginxOneHop)
+            ),
+        ),
+        (
+            "resident memory under load (peak)",
+            "≤ 20 MB",
+            loaded_rss(ScenarioKind::TrellisTwoHops),
+            format!(
+                "HAProxy {}, nginx {}",
+                loaded_rss(ScenarioKind::HaproxyOneHop),
+                loaded_rss(ScenarioKind::NginxOneHop)
+            ),
+        ),
+        (
+            "1 MiB bodies over two mTLS hops",
+            "≥ 1 GB/s",
+            bulk,
+            String::new(),
+        ),
+        (
+            "new mTLS connections",
+            "≥ 2,000/s/core",
+            handshakes,
+            String::new(),
+        ),
+        (
+            "errors below the knee",
+            "0",
+            if trellis_ran {
+                errors_below_knee.to_string()
+            } else {
+                "not measured".into()
+            },
+            String::new(),
+        ),
+    ];
+    for (name, goal, value, reference) in rows {
+        let _ = writeln!(out, "| {name} | {goal} | {value} | {reference} |");
+    }
+    out.push('\n');
+}
+
+fn stat(value: Stat, decimals: usize) -> String {
+    if value.sd == 0.0 {
+        format!("{:.*}", decimals, value.mean)
+    } else {
+        format!("{:.*} ± {:.*}", decimals, value.mean, decimals, value.sd)
+    }
+}

@@ -1,0 +1,236 @@
+//! The Trellis scenarios, built the way `meshctl local run` builds a pod: a controller
+//! with a development CA on the bridge address, a ServiceAccount token per workload
+//! signed by a key the controller trusts (a JWKS file), `trellis-proxy-init` in the
+//! pod, and `trellis-proxy` as uid 2102 with that token. One hop puts a sidecar in
+//! the client pod only (it forwards in plain TCP); two hops adds one in the server pod
+//! and tells the client's sidecar the server's identity, so the middle is mTLS.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rcgen::KeyPair;
+use trellis_control_plane::config::DEFAULT_TOKEN_AUDIENCE;
+use trellis_control_plane::token::mint;
+
+use super::Programs;
+use super::process::Daemon;
+use super::topology::{Place, Topology};
+use crate::Error;
+
+pub const PROXY: &str = "trellis-proxy";
+pub const PROXY_INIT: &str = "trellis-proxy-init";
+pub const CONTROLLER: &str = "trellis-controller";
+
+const PROXY_UID: u32 = 2102;
+const ADMIN_PORT: u16 = 4191;
+const CONTROLLER_PORT: u16 = 8086;
+const NAMESPACE: &str = "bench";
+const TRUST_DOMAIN: &str = "cluster.local";
+/// How long a proxy may take to get its certificate.
+const READY_WITHIN: Duration = Duration::from_secs(20);
+
+/// A running mesh: the controller and one or two sidecars.
+pub struct Mesh {
+    // Proxies stop before the controller (field order is drop order).
+    proxies: Vec<Daemon>,
+    controller: Daemon,
+}
+
+impl Mesh {
+    pub fn start(
+        topology: &Topology,
+        programs: &Programs,
+        dir: &Path,
+        two_hops: bool,
+    ) -> Result<Self, Error> {
+        let gateway = topology.gateway().ok_or_else(|| {
+            Error::Netns("the Trellis scenarios need pods (root and network namespaces)".into())
+        })?;
+        let bin = |name: &str| programs.trellis_dir.join(name);
+        let controller_addr = SocketAddr::from((gateway, CONTROLLER_PORT));
+
+        let signer = KeyPair::generate().map_err(mint_error)?;
+        let kid = "trellis-bench";
+        let jwk = mint::es256_jwk(signer.public_key_raw(), kid).map_err(mint_error)?;
+        let jwks = dir.join("jwks.json");
+        write(&jwks, &mint::jwks(&[jwk]))?;
+        let ca_dir = dir.join("ca");
+        let mut command = trellis_command(Command::new(bin(CONTROLLER)));
+        command
+            .arg("--listen")
+            .arg(controller_addr.to_string())
+            // Beside the gRPC port, so that two meshes on one host never share it.
+            .arg("--admin-addr")
+            .arg(SocketAddr::new(controller_addr.ip(), 9990).to_string())
+            .arg("--dev-ca")
+            .arg(&ca_dir)
+            .arg("--token-jwks")
+            .arg(&jwks)
+            .arg("--trust-domain")
+            .arg(TRUST_DOMAIN);
+        let mut controller = Daemon::start("controller", command, dir)?;
+        // The client pod reaches the gateway, and has no redirect rules yet.
+        topology
+            .wait_listening(Place::Client, controller_addr, "trellis-controller")
+            .map_err(|e| with_log(e, &mut controller))?;
+
+        let server_id = spiffe_id("server");
+        let mut sidecars = vec![(Place::Client, "client", topology.client_ip())];
+        if two_hops {
+            sidecars.push((Place::Server, "server", topology.server_ip()));
+        }
+        let mut proxies = Vec::new();
+        for (place, account, pod_ip) in sidecars {
+            let claims = mint::service_account_claims(
+                NAMESPACE,
+                account,
+                Some(account),
+                DEFAULT_TOKEN_AUDIENCE,
+                Duration::from_secs(24 * 3600),
+            );
+            let token =
+                mint::sign_es256(&signer.serialize_der(), kid, &claims).map_err(mint_error)?;
+            let token_file = dir.join(format!("{account}.token"));
+            write(&token_file, &token)?;
+
+            let mut init = trellis_command(topology.command(place, bin(PROXY_INIT)));
+            run_to_end(&mut init, PROXY_INIT)?;
+
+            let mut proxy = trellis_command(topology.command_as(place, PROXY_UID, bin(PROXY)));
+            proxy
+                .arg("--controller-addr")
+                .arg(controller_addr.to_string())
+                .arg("--trust-domain")
+                .arg(TRUST_DOMAIN)
+                .arg("--trust-anchors")
+                .arg(ca_dir.join("ca.crt"))
+                .arg("--token-file")
+                .arg(&token_file)
+                .arg("--identity")
+                .arg(spiffe_id(account));
+            if two_hops && place == Place::Client {
+                proxy
+                    .arg("--peer")
+                    .arg(format!("{}={server_id}", topology.server_ip()));
+            }
+            // A log line per connection would be a cost HAProxy and nginx (logging
+            // off) do not pay; warnings and errors still reach the log.
+            proxy.env("RUST_LOG", "warn");
+            let mut daemon = Daemon::start(&format!("trellis-proxy-{account}"), proxy, dir)?;
+            wait_ready(&mut daemon, (pod_ip, ADMIN_PORT).into())?;
+            proxies.push(daemon);
+        }
+        Ok(Mesh {
+            proxies,
+            controller,
+        })
+    }
+
+    pub fn proxies(&self) -> Vec<(String, u32)> {
+        self.proxies
+            .iter()
+            .map(|proxy| (proxy.name.clone(), proxy.pid()))
+            .collect()
+    }
+
+    pub fn check_alive(&mut self) -> Result<(), Error> {
+        self.controller.check_alive()?;
+        self.proxies.iter_mut().try_for_each(Daemon::check_alive)
+    }
+}
+
+/// The binaries a Trellis scenario needs in `dir`, or what is missing.
+pub fn missing_binaries(dir: &Path) -> Vec<PathBuf> {
+    [PROXY, PROXY_INIT, CONTROLLER]
+        .iter()
+        .map(|name| dir.join(name))
+        .filter(|path| !path.is_file())
+        .collect()
+}
+
+fn spiffe_id(account: &str) -> String {
+    format!("spiffe://{TRUST_DOMAIN}/ns/{NAMESPACE}/sa/{account}")
+}
+
+/// Trellis binaries read `TRELLIS_*` variables as flags; the harness's own must not
+/// leak into them.
+fn trellis_command(mut command: Command) -> Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("TRELLIS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn run_to_end(command: &mut Command, name: &str) -> Result<(), Error> {
+    let output = command
+        .output()
+        .map_err(|e| Error::io(format!("run {name}"), e))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(Error::Command {
+        command: name.to_string(),
+        detail: format!(
+            "{}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+    })
+}
+
+/// Polls the admin port's `/ready` until it answers 200.
+fn wait_ready(proxy: &mut Daemon, admin: SocketAddr) -> Result<(), Error> {
+    let deadline = Instant::now() + READY_WITHIN;
+    while Instant::now() < deadline {
+        proxy.check_alive()?;
+        if is_ready(admin) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(Error::NotReady {
+        what: format!("{} (GET http://{admin}/ready)", proxy.name),
+        seconds: READY_WITHIN.as_secs(),
+        hint: format!(
+            "is the controller reachable? the proxy's log ends:\n{}",
+            proxy.log_tail()
+        ),
+    })
+}
+
+fn is_ready(admin: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&admin, Duration::from_millis(300)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let request = format!("GET /ready HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+fn with_log(error: Error, daemon: &mut Daemon) -> Error {
+    match daemon.check_alive() {
+        Err(died) => died,
+        Ok(()) => error,
+    }
+}
+
+fn mint_error(error: impl std::fmt::Display) -> Error {
+    Error::Command {
+        command: "minting ServiceAccount tokens".into(),
+        detail: error.to_string(),
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), Error> {
+    std::fs::write(path, text).map_err(|e| Error::io(format!("write {}", path.display()), e))
+}
