@@ -34,8 +34,8 @@ pub struct Config {
     pub trust_domain: String,
     /// Where the trust anchor and the issuer come from.
     pub ca: CaSource,
-    /// The JWKS holding the ServiceAccount token issuer's public keys (`--token-jwks`).
-    pub token_jwks: PathBuf,
+    /// How ServiceAccount tokens are checked (`--token-jwks` or `--token-review`).
+    pub token_auth: TokenAuth,
     /// The audience a token must be minted for (`--token-audience`), so that a token
     /// meant for the Kubernetes API cannot be replayed here.
     pub token_audience: String,
@@ -46,6 +46,10 @@ pub struct Config {
     /// The directory of YAML objects the file source watches (`--config-dir`); none:
     /// no file source.
     pub config_dir: Option<PathBuf>,
+    /// Whether to watch the cluster's Services, EndpointSlices, Pods, Routes and
+    /// AuthorizationPolicies (`--kubernetes`). After the file source, whose objects
+    /// win a name both define.
+    pub kubernetes: bool,
     /// Where the HTTP admin server (`/proxies`, `/sources`, `/metrics`, `/ready`,
     /// `/live`, `/config`) listens (`--admin-addr`).
     pub admin_addr: SocketAddr,
@@ -66,6 +70,17 @@ pub enum CaSource {
         issuer_cert: PathBuf,
         issuer_key: PathBuf,
     },
+}
+
+/// How the identity service checks ServiceAccount tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenAuth {
+    /// `--token-jwks FILE`: the signature, against the issuer's public keys, read
+    /// once; needs no API access, which is what `meshctl local` has.
+    Jwks(PathBuf),
+    /// `--token-review`: the API server decides, with a TokenReview per request; also
+    /// refuses tokens whose pod or ServiceAccount is gone.
+    TokenReview,
 }
 
 /// The two log formats: plain for people, JSON for log pipelines.
@@ -158,11 +173,19 @@ impl Config {
             "listen": self.listen.to_string(),
             "trust_domain": self.trust_domain,
             "ca": ca,
-            "token_jwks": self.token_jwks,
+            "token_auth": match &self.token_auth {
+                TokenAuth::Jwks(_) => "jwks",
+                TokenAuth::TokenReview => "token_review",
+            },
+            "token_jwks": match &self.token_auth {
+                TokenAuth::Jwks(path) => Some(path),
+                TokenAuth::TokenReview => None,
+            },
             "token_audience": self.token_audience,
             "cert_lifetime": humantime::format_duration(self.cert_lifetime).to_string(),
             "log_format": self.log_format.to_string(),
             "config_dir": self.config_dir,
+            "kubernetes": self.kubernetes,
             "admin_addr": self.admin_addr.to_string(),
             "debounce": humantime::format_duration(self.debounce).to_string(),
         })
@@ -178,11 +201,12 @@ mod tests {
             listen: DEFAULT_LISTEN.parse().unwrap(),
             trust_domain: DEFAULT_TRUST_DOMAIN.into(),
             ca: CaSource::Dev("/tmp/ca".into()),
-            token_jwks: "/tmp/jwks.json".into(),
+            token_auth: TokenAuth::Jwks("/tmp/jwks.json".into()),
             token_audience: DEFAULT_TOKEN_AUDIENCE.into(),
             cert_lifetime: humantime::parse_duration(DEFAULT_CERT_LIFETIME).unwrap(),
             log_format: LogFormat::Plain,
             config_dir: None,
+            kubernetes: false,
             admin_addr: DEFAULT_ADMIN_ADDR.parse().unwrap(),
             debounce: humantime::parse_duration(DEFAULT_DEBOUNCE).unwrap(),
         }
@@ -240,6 +264,19 @@ mod tests {
         assert_eq!(effective["admin_addr"], DEFAULT_ADMIN_ADDR);
         assert_eq!(effective["debounce"], "50ms");
         assert_eq!(effective["ca"]["dev_ca"], "/tmp/ca");
+        assert_eq!(effective["token_auth"], "jwks");
+        assert_eq!(effective["token_jwks"], "/tmp/jwks.json");
+        assert_eq!(effective["kubernetes"], false);
+
+        let in_cluster = Config {
+            token_auth: TokenAuth::TokenReview,
+            kubernetes: true,
+            ..self::config()
+        }
+        .effective();
+        assert_eq!(in_cluster["token_auth"], "token_review");
+        assert_eq!(in_cluster["token_jwks"], serde_json::Value::Null);
+        assert_eq!(in_cluster["kubernetes"], true);
     }
 
     #[test]

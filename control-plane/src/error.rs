@@ -72,6 +72,14 @@ pub enum Error {
         dir.display()
     )]
     Watch { dir: PathBuf, error: notify::Error },
+    #[error(
+        "--{flag} needs the Kubernetes API, but no client can be configured: {error} (in a \
+         pod: is the ServiceAccount token mounted? elsewhere: is KUBECONFIG set?)"
+    )]
+    KubernetesClient {
+        flag: &'static str,
+        error: Box<kube::Error>,
+    },
 }
 
 /// Why an object is not accepted into the model: the field at fault, as a path in the
@@ -116,6 +124,8 @@ pub enum TokenError {
     ClaimsMismatch(String),
     #[error("the token's ServiceAccount is not a valid workload identity: {0}")]
     InvalidIdentity(#[from] trellis_identity::Error),
+    #[error("the Kubernetes API does not authenticate the token: {0}")]
+    NotAuthenticated(String),
 }
 
 impl TokenError {
@@ -135,6 +145,7 @@ impl TokenError {
             TokenError::NotServiceAccount(_) => "token_not_service_account",
             TokenError::ClaimsMismatch(_) => "token_claims_mismatch",
             TokenError::InvalidIdentity(_) => "token_invalid_identity",
+            TokenError::NotAuthenticated(_) => "token_not_authenticated",
         }
     }
 }
@@ -177,6 +188,10 @@ pub enum Refusal {
     /// The controller failed, not the caller (the issuer cannot sign).
     #[error("the controller cannot issue the certificate: {0}")]
     Internal(#[from] Error),
+    /// The API server could not be asked about the token (`--token-review`): the
+    /// caller may retry.
+    #[error("cannot review the token with the Kubernetes API: {0}")]
+    ReviewUnavailable(String),
 }
 
 impl Refusal {
@@ -186,6 +201,7 @@ impl Refusal {
             Refusal::Csr(CsrError::ForeignName { .. }) => Code::PermissionDenied,
             Refusal::Csr(_) => Code::InvalidArgument,
             Refusal::Internal(_) => Code::Internal,
+            Refusal::ReviewUnavailable(_) => Code::Unavailable,
         }
     }
 
@@ -194,6 +210,7 @@ impl Refusal {
             Refusal::Token(e) => e.reason(),
             Refusal::Csr(e) => e.reason(),
             Refusal::Internal(_) => "internal",
+            Refusal::ReviewUnavailable(_) => "token_review_unavailable",
         }
     }
 }
@@ -204,6 +221,11 @@ impl From<Refusal> for Status {
             // The caller cannot fix it and need not learn the CA's inner workings.
             Refusal::Internal(_) => {
                 "the controller cannot issue certificates now; see its log".into()
+            }
+            Refusal::ReviewUnavailable(_) => {
+                "the controller cannot check tokens with the Kubernetes API now; retry, and \
+                 see its log"
+                    .into()
             }
             other => other.to_string(),
         };

@@ -1,7 +1,8 @@
 //! Real objects for the tests: a development CA in a scratch directory, token signing
 //! keys (ES256 made here, RS256 from `testdata/`) with their JWKS, tokens shaped like
-//! projected ServiceAccount tokens, CSRs, and a gRPC channel to the controller made
-//! the way a proxy makes it.
+//! projected ServiceAccount tokens, CSRs, a gRPC channel to the controller made the
+//! way a proxy makes it, and an HTTPS server playing the Kubernetes API
+//! (`api_server.rs`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 use trellis_identity::tls::{client_config, expect_peer};
 use trellis_identity::{SpiffeId, TrustAnchors};
+
+pub mod api_server;
 
 use crate::server::CONTROLLER_DNS_NAMES;
 use crate::token::mint;

@@ -16,8 +16,8 @@ use trellis_proto::identity::v1::identity_server::{Identity, IdentityServer};
 use trellis_proto::identity::v1::{CertifyRequest, CertifyResponse};
 
 use crate::ca::{Ca, IssuedCert};
-use crate::token::{ServiceAccount, TokenVerifier};
-use crate::{Refusal, TokenError, csr};
+use crate::token::{ServiceAccount, TokenAuthenticator};
+use crate::{Refusal, csr};
 
 /// Requests larger than this are refused before decoding: a token and a CSR together
 /// are a few KiB.
@@ -26,7 +26,8 @@ const MAX_REQUEST_LEN: usize = 64 * 1024;
 /// What the service needs to decide and sign.
 pub struct IdentityService {
     ca: Arc<Ca>,
-    tokens: Arc<TokenVerifier>,
+    /// Checks tokens: against a JWKS, or by TokenReview.
+    tokens: Arc<TokenAuthenticator>,
     /// The trust domain of every SPIFFE ID issued.
     trust_domain: String,
     /// How long each workload certificate lasts.
@@ -36,7 +37,7 @@ pub struct IdentityService {
 impl IdentityService {
     pub fn new(
         ca: Arc<Ca>,
-        tokens: Arc<TokenVerifier>,
+        tokens: Arc<TokenAuthenticator>,
         trust_domain: &str,
         cert_lifetime: Duration,
     ) -> Self {
@@ -54,10 +55,11 @@ impl IdentityService {
     }
 
     /// The identity the token proves.
-    fn authenticate(&self, token: &str) -> Result<(SpiffeId, ServiceAccount), TokenError> {
-        let account = self.tokens.verify(token)?;
+    async fn authenticate(&self, token: &str) -> Result<(SpiffeId, ServiceAccount), Refusal> {
+        let account = self.tokens.authenticate(token).await?;
         let id =
-            SpiffeId::for_service_account(&self.trust_domain, &account.namespace, &account.name)?;
+            SpiffeId::for_service_account(&self.trust_domain, &account.namespace, &account.name)
+                .map_err(crate::TokenError::from)?;
         Ok((id, account))
     }
 
@@ -78,7 +80,8 @@ impl Identity for IdentityService {
         let request = request.into_inner();
         let (id, account) = self
             .authenticate(&request.token)
-            .map_err(|e| refuse(peer, None, e.into()))?;
+            .await
+            .map_err(|refusal| refuse(peer, None, refusal))?;
         let issued = self
             .sign(&request.csr_der, &id)
             .map_err(|refusal| refuse(peer, Some(&id), refusal))?;

@@ -10,8 +10,8 @@
 //! anchors they use for each other.
 //!
 //! On the same port, each proxy opens one discovery stream and subscribes to the four
-//! resource types. The sources (a directory of YAML files; Kubernetes later) feed one
-//! model, which publishes a versioned snapshot after each settled burst of changes;
+//! resource types. The sources (a directory of YAML files, the Kubernetes API) feed
+//! one model, which publishes a versioned snapshot after each settled burst of changes;
 //! every stream sends what changed and records the proxy's ACKs and NACKs, which the
 //! admin port shows.
 //!
@@ -19,13 +19,16 @@
 //! - `config.rs`: the typed [`Config`] (flags live only in `main.rs`).
 //! - `ca.rs`: loading the trust anchors and the issuer, signing leaves; `ca/dev.rs`
 //!   generates a development CA for `--dev-ca`.
-//! - `token.rs`: the JWKS and ServiceAccount token verification; `token/mint.rs` makes
-//!   such tokens for places that play the API server (`meshctl local`, tests).
+//! - `token.rs`: ServiceAccount token authentication, against a JWKS or
+//!   (`token/review.rs`) by TokenReview; `token/mint.rs` makes such tokens for places
+//!   that play the API server (`meshctl local`, tests).
 //! - `csr.rs`: what a CSR must be before its key is certified.
 //! - `identity_service.rs`: the `trellis.identity.v1.Identity` gRPC service.
 //! - `model.rs`: the objects, their validation, and the snapshots (`model/`).
 //! - `source.rs`: the seam sources push objects through; `source/files.rs` is the
-//!   file source.
+//!   file source, `source/kubernetes.rs` the Kubernetes source.
+//! - `crd.rs`: the `Route` and `AuthorizationPolicy` custom resources, whose spec
+//!   types both sources read, and their generated definitions.
 //! - `discovery.rs`: the `trellis.discovery.v1.Discovery` gRPC service;
 //!   `discovery/subscriptions.rs` holds the protocol's rules.
 //! - `proxies.rs`: the registry of connected proxies and what they ACKed and NACKed.
@@ -38,6 +41,7 @@
 pub mod admin;
 pub mod ca;
 pub mod config;
+pub mod crd;
 pub mod csr;
 pub mod discovery;
 mod error;
@@ -61,7 +65,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 pub use ca::Ca;
-pub use config::{CaSource, Config, LogFormat};
+pub use config::{CaSource, Config, LogFormat, TokenAuth};
 pub use discovery::DiscoveryService;
 pub use error::{CsrError, Error, Invalid, Refusal, TokenError};
 pub use identity_service::IdentityService;
@@ -70,7 +74,9 @@ pub use model::Model;
 pub use proxies::Proxies;
 pub use source::Source;
 pub use source::files::FileSource;
-pub use token::TokenVerifier;
+pub use source::kubernetes::KubernetesSource;
+pub use token::review::TokenReviewer;
+pub use token::{TokenAuthenticator, TokenVerifier};
 
 /// The listeners the controller serves on, bound by the caller (to `config.listen`
 /// and `config.admin_addr`, or to any address in tests).
@@ -96,10 +102,23 @@ pub async fn run(
             issuer_key,
         } => Ca::from_files(trust_anchors, issuer_cert, issuer_key)?,
     });
-    let tokens = Arc::new(TokenVerifier::from_jwks_file(
-        &config.token_jwks,
-        &config.token_audience,
-    )?);
+    let client = kubernetes_client(config).await?;
+    let tokens = Arc::new(match (&config.token_auth, &client) {
+        (TokenAuth::Jwks(path), _) => {
+            TokenAuthenticator::Jwks(TokenVerifier::from_jwks_file(path, &config.token_audience)?)
+        }
+        (TokenAuth::TokenReview, Some(client)) => TokenAuthenticator::TokenReview(
+            TokenReviewer::new(client.clone(), &config.token_audience),
+        ),
+        // `kubernetes_client` makes one whenever token review is asked for.
+        (TokenAuth::TokenReview, None) => {
+            return Err(Error::InvalidFlag {
+                flag: "token-review",
+                value: "true".into(),
+                reason: "no Kubernetes client was made for it".into(),
+            });
+        }
+    });
     let controller_id = server::controller_identity(&config.trust_domain)?;
     let serving = server::ServingCert::new(ca.clone(), controller_id, config.cert_lifetime)?;
     let tls = Arc::new(server::tls_config(Arc::new(serving))?);
@@ -117,6 +136,18 @@ pub async fn run(
         tracing::info!(dir = %dir.display(), "watching the config directory");
         tasks.spawn(files.run(stop.clone()));
     }
+    // Registered after the file source, whose objects win a name both define: an
+    // operator's local file overrides the cluster.
+    if config.kubernetes
+        && let Some(client) = client
+    {
+        let source = model.source(source::kubernetes::SOURCE_NAME);
+        let kubernetes = KubernetesSource::new(source, &config.trust_domain);
+        tracing::info!(
+            "watching the cluster's services, endpoint slices, pods, routes and policies"
+        );
+        tasks.spawn(kubernetes.run(client, stop.clone()));
+    }
     tasks.spawn(model.clone().run(stop.clone()));
     let proxies = Proxies::new(metrics.clone());
     let discovery = DiscoveryService::new(model.subscribe(), proxies.clone(), stop.clone());
@@ -131,6 +162,7 @@ pub async fn run(
         admin = listeners.admin.local_addr().ok().map(tracing::field::display),
         trust_domain = %config.trust_domain,
         token_audience = %config.token_audience,
+        token_review = matches!(config.token_auth, TokenAuth::TokenReview),
         cert_lifetime = %humantime::format_duration(config.cert_lifetime),
         debounce = %humantime::format_duration(config.debounce),
         "serving the identity and discovery services"
@@ -146,4 +178,21 @@ pub async fn run(
     stop.cancel();
     while tasks.join_next().await.is_some() {}
     served
+}
+
+/// The client for the cluster the controller runs in (or the current kubeconfig's),
+/// when a flag needs one.
+async fn kubernetes_client(config: &Config) -> Result<Option<kube::Client>, Error> {
+    let flag = match (config.kubernetes, &config.token_auth) {
+        (true, _) => "kubernetes",
+        (false, TokenAuth::TokenReview) => "token-review",
+        (false, TokenAuth::Jwks(_)) => return Ok(None),
+    };
+    kube::Client::try_default()
+        .await
+        .map(Some)
+        .map_err(|error| Error::KubernetesClient {
+            flag,
+            error: Box::new(error),
+        })
 }

@@ -1,16 +1,18 @@
 //! The seam between the sources of truth and the model.
 //!
-//! A source reads the world in its own terms (YAML files now, Kubernetes objects
-//! later), translates it into typed [`Object`]s, and pushes them through its
-//! [`Source`] handle, which is all a source may do to the model: replace everything it
-//! says at once (a re-read directory, a relisted watch), upsert or delete one object
+//! A source reads the world in its own terms (YAML files, Kubernetes objects),
+//! translates it into typed [`Object`]s, and pushes them through its [`Source`]
+//! handle, which is all a source may do to the model: replace everything it says at
+//! once (a re-read directory, a relisted watch), upsert or delete one object
 //! (a watch event), say it has delivered its initial state, and report what it
-//! rejects. A Kubernetes source is `model.source("kubernetes")` and a task calling
-//! these; nothing else in the controller changes.
+//! rejects.
 //!
 //! - `files.rs`: the directory of YAML documents (`--config-dir`).
+//! - `kubernetes.rs`: the cluster's Services, EndpointSlices, Pods and Trellis custom
+//!   resources (`--kubernetes`).
 
 pub mod files;
+pub mod kubernetes;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -77,6 +79,17 @@ impl Source {
     /// last). An invalid object is left out and returned with its reason; if the
     /// source defined that object before, the previous version stays.
     pub fn replace(&self, objects: impl IntoIterator<Item = Object>) -> Vec<(ObjectKey, Invalid)> {
+        self.replace_keeping(objects, [])
+    }
+
+    /// As [`Source::replace`], and the objects named in `keep` stay as they are: those
+    /// whose input the source itself rejected (an API object it cannot translate),
+    /// so that, as with an invalid object, a bad version never removes a good one.
+    pub fn replace_keeping(
+        &self,
+        objects: impl IntoIterator<Item = Object>,
+        keep: impl IntoIterator<Item = ObjectKey>,
+    ) -> Vec<(ObjectKey, Invalid)> {
         let mut next: [BTreeMap<String, Object>; 4] = Default::default();
         let mut invalid = Vec::new();
         for object in objects {
@@ -88,9 +101,13 @@ impl Source {
                 Err(error) => invalid.push((key, error)),
             }
         }
+        let keep: Vec<ObjectKey> = keep
+            .into_iter()
+            .chain(invalid.iter().map(|(key, _)| key.clone()))
+            .collect();
         self.model.update(self.id, |state| {
             let current = state.objects_mut();
-            for (key, _) in &invalid {
+            for key in &keep {
                 let kind = key.kind.index();
                 if let Some(previous) = current[kind].get(&key.name) {
                     next[kind]

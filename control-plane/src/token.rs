@@ -1,8 +1,13 @@
 //! Authenticating a workload by its Kubernetes ServiceAccount token.
 //!
 //! A proxy proves who it is with the projected ServiceAccount token mounted into its
-//! pod: a JWT signed by the cluster's service-account issuer. The controller checks it
-//! against that issuer's public keys (a JWKS file read at start-up, as served by the
+//! pod: a JWT signed by the cluster's service-account issuer. [`TokenAuthenticator`]
+//! is the seam with two ways to check it: here, against the issuer's keys
+//! (`--token-jwks`), or by asking the API server with a TokenReview
+//! (`--token-review`, `review.rs`). Both yield a [`ServiceAccount`] or a refusal of
+//! the same kinds.
+//!
+//! The JWKS path checks the token against that issuer's public keys (a JWKS file read at start-up, as served by the
 //! API server at `/openid/v1/jwks`): signature (RS256 or ES256), `exp`, `nbf` and
 //! `aud`. The identity then comes from the claims alone, and Kubernetes writes it
 //! twice, in `sub` (`system:serviceaccount:<ns>:<sa>`) and in the `kubernetes.io`
@@ -13,6 +18,7 @@
 //! allows (no RS256/HS256 confusion).
 
 pub mod mint;
+pub mod review;
 
 use std::path::Path;
 
@@ -23,7 +29,32 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, P
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::{Error, TokenError};
+use self::review::TokenReviewer;
+use crate::{Error, Refusal, TokenError};
+
+/// How the identity service checks tokens.
+pub enum TokenAuthenticator {
+    /// Against the service-account issuer's keys (`--token-jwks`).
+    Jwks(TokenVerifier),
+    /// By a TokenReview to the API server (`--token-review`).
+    TokenReview(TokenReviewer),
+}
+
+impl TokenAuthenticator {
+    /// The ServiceAccount `token` speaks for.
+    pub async fn authenticate(&self, token: &str) -> Result<ServiceAccount, Refusal> {
+        match self {
+            TokenAuthenticator::Jwks(verifier) => Ok(verifier.verify(token)?),
+            TokenAuthenticator::TokenReview(reviewer) => reviewer.review(token).await,
+        }
+    }
+}
+
+impl From<TokenVerifier> for TokenAuthenticator {
+    fn from(verifier: TokenVerifier) -> Self {
+        TokenAuthenticator::Jwks(verifier)
+    }
+}
 
 /// How far `exp` and `nbf` may be off, for clocks that disagree a little.
 pub const LEEWAY_SECS: u64 = 30;

@@ -65,11 +65,12 @@ impl Controller {
             listen: "127.0.0.1:0".parse().unwrap(),
             trust_domain: TRUST_DOMAIN.into(),
             ca: CaSource::Dev(ca_dir.clone()),
-            token_jwks: jwks,
+            token_auth: crate::TokenAuth::Jwks(jwks),
             token_audience: crate::fixtures::AUDIENCE.into(),
             cert_lifetime: Duration::from_secs(3600),
             log_format: LogFormat::Plain,
             config_dir: Some(objects.clone()),
+            kubernetes: false,
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             debounce: Duration::from_millis(20),
         };

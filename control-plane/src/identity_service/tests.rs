@@ -24,7 +24,7 @@ fn harness(lifetime: Duration) -> Harness {
     let signers = Signers::new();
     let service = IdentityService::new(
         ca.clone(),
-        Arc::new(signers.verifier()),
+        Arc::new(signers.verifier().into()),
         TRUST_DOMAIN,
         lifetime,
     );

@@ -40,11 +40,12 @@ async fn a_proxy_gets_its_certificate_over_tls_from_the_real_server() {
         listen: "127.0.0.1:0".parse().unwrap(),
         trust_domain: TRUST_DOMAIN.into(),
         ca: CaSource::Dev(ca_dir.clone()),
-        token_jwks: jwks,
+        token_auth: crate::TokenAuth::Jwks(jwks),
         token_audience: crate::fixtures::AUDIENCE.into(),
         cert_lifetime: Duration::from_secs(3600),
         log_format: LogFormat::Plain,
         config_dir: None,
+        kubernetes: false,
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         debounce: Duration::from_millis(50),
     };
@@ -155,7 +156,7 @@ async fn the_serving_certificate_is_renewed_before_it_expires() {
     let tls = Arc::new(tls_config(serving).unwrap());
     let service = IdentityService::new(
         ca,
-        Arc::new(Signers::new().verifier()),
+        Arc::new(Signers::new().verifier().into()),
         TRUST_DOMAIN,
         lifetime,
     );

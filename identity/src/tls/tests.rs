@@ -206,3 +206,9 @@ async fn an_expired_client_certificate_is_refused() {
     let err = outcome.server.unwrap_err();
     assert!(err.contains("Expired") || err.contains("expired"), "{err}");
 }
+
+#[test]
+fn mesh_tls_prefers_aes_128_gcm_with_sha_256() {
+    let first = provider().cipher_suites[0].suite();
+    assert_eq!(first, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+}

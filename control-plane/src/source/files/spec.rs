@@ -4,8 +4,10 @@
 //! own objects (`clusterIPs`, `targetPort`), with `deny_unknown_fields` everywhere so
 //! that a misspelt field is an error rather than a silently missing setting. Defaults
 //! are filled in here, so proxies always receive complete objects: a missing
-//! `targetPort` is the port itself, a missing namespace in a reference is the
-//! object's own, an endpoint is ready with weight 1, an action is Allow.
+//! `targetPort` is the port itself, an endpoint is ready with weight 1.
+//!
+//! `Route` and `AuthorizationPolicy` specs are the custom resources' own types
+//! (`crate::crd`), shared with the Kubernetes source, translated there once.
 //!
 //! Translation reports what the types cannot ([`Invalid`], with the field's path);
 //! everything else is checked by the model's own validation, for every source alike.
@@ -16,8 +18,10 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use trellis_proto::discovery::v1 as pb;
-use trellis_proto::discovery::v1::{authorization_policy, header_match, path_match, service_port};
+use trellis_proto::discovery::v1::service_port;
 
+use crate::crd;
+pub use crate::crd::{AuthorizationPolicySpec, RouteSpec};
 use crate::error::Invalid;
 use crate::model::Object;
 
@@ -163,112 +167,6 @@ struct EndpointPortSpec {
     port: u32,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteSpec {
-    #[serde(default)]
-    parents: Vec<ParentSpec>,
-    #[serde(default)]
-    rules: Vec<RuleSpec>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ParentSpec {
-    service: String,
-    namespace: Option<String>,
-    /// Omitted or 0: every port of the service.
-    #[serde(default)]
-    port: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RuleSpec {
-    #[serde(default)]
-    matches: Vec<MatchSpec>,
-    #[serde(default)]
-    backends: Vec<BackendSpec>,
-    #[serde(default)]
-    timeout_ms: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MatchSpec {
-    path: Option<PathSpec>,
-    #[serde(default)]
-    headers: Vec<HeaderSpec>,
-    #[serde(default)]
-    method: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PathSpec {
-    r#type: PathType,
-    value: String,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-enum PathType {
-    Exact,
-    Prefix,
-    RegularExpression,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HeaderSpec {
-    name: String,
-    value: Option<String>,
-    regex: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackendSpec {
-    service: String,
-    namespace: Option<String>,
-    port: u32,
-    #[serde(default = "one")]
-    weight: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AuthorizationPolicySpec {
-    /// Omitted: every workload in the namespace.
-    #[serde(default)]
-    target_service: String,
-    #[serde(default)]
-    action: Action,
-    #[serde(default)]
-    rules: Vec<PolicyRuleSpec>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-enum Action {
-    #[default]
-    Allow,
-    Deny,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyRuleSpec {
-    #[serde(default)]
-    principals: Vec<String>,
-    #[serde(default)]
-    namespaces: Vec<String>,
-    #[serde(default)]
-    methods: Vec<String>,
-    #[serde(default)]
-    paths: Vec<String>,
-    #[serde(default)]
-    ports: Vec<u32>,
-}
-
 impl Document<ServiceSpec> {
     pub fn into_object(self) -> Result<Object, Invalid> {
         let ports = self
@@ -335,112 +233,16 @@ impl Document<EndpointsSpec> {
 
 impl Document<RouteSpec> {
     pub fn into_object(self) -> Result<Object, Invalid> {
-        let namespace = self.metadata.namespace;
-        let in_namespace = |given: Option<String>| given.unwrap_or_else(|| namespace.clone());
-        let parents = self
-            .spec
-            .parents
-            .into_iter()
-            .map(|parent| pb::ParentRef {
-                namespace: in_namespace(parent.namespace),
-                service: parent.service,
-                port: parent.port,
-            })
-            .collect();
-        let mut rules = Vec::with_capacity(self.spec.rules.len());
-        for (i, rule) in self.spec.rules.into_iter().enumerate() {
-            let mut matches = Vec::with_capacity(rule.matches.len());
-            for (j, matched) in rule.matches.into_iter().enumerate() {
-                let at = format!("spec.rules[{i}].matches[{j}]");
-                matches.push(route_match(matched, &at)?);
-            }
-            let backends = rule
-                .backends
-                .into_iter()
-                .map(|backend| pb::BackendRef {
-                    namespace: in_namespace(backend.namespace),
-                    service: backend.service,
-                    port: backend.port,
-                    weight: backend.weight,
-                })
-                .collect();
-            rules.push(pb::RouteRule {
-                matches,
-                backends,
-                timeout_ms: rule.timeout_ms,
-            });
-        }
-        Ok(Object::Route(pb::Route {
-            name: self.metadata.name,
-            namespace,
-            parents,
-            rules,
-        }))
+        crd::route(self.metadata.namespace, self.metadata.name, self.spec)
     }
-}
-
-fn route_match(matched: MatchSpec, at: &str) -> Result<pb::RouteMatch, Invalid> {
-    let path = matched.path.map(|path| pb::PathMatch {
-        kind: match path.r#type {
-            PathType::Exact => path_match::Kind::Exact,
-            PathType::Prefix => path_match::Kind::Prefix,
-            PathType::RegularExpression => path_match::Kind::Regex,
-        } as i32,
-        value: path.value,
-    });
-    let mut headers = Vec::with_capacity(matched.headers.len());
-    for (k, header) in matched.headers.into_iter().enumerate() {
-        let value = match (header.value, header.regex) {
-            (Some(exact), None) => header_match::Value::Exact(exact),
-            (None, Some(regex)) => header_match::Value::Regex(regex),
-            (Some(_), Some(_)) => {
-                return Err(Invalid {
-                    field: format!("{at}.headers[{k}]"),
-                    reason: "give value or regex, not both".into(),
-                });
-            }
-            (None, None) => {
-                return Err(Invalid {
-                    field: format!("{at}.headers[{k}]"),
-                    reason: "give value or regex".into(),
-                });
-            }
-        };
-        headers.push(pb::HeaderMatch {
-            name: header.name,
-            value: Some(value),
-        });
-    }
-    Ok(pb::RouteMatch {
-        path,
-        headers,
-        method: matched.method,
-    })
 }
 
 impl Document<AuthorizationPolicySpec> {
     pub fn into_object(self) -> Result<Object, Invalid> {
-        let rules = self
-            .spec
-            .rules
-            .into_iter()
-            .map(|rule| pb::AuthorizationRule {
-                principals: rule.principals,
-                namespaces: rule.namespaces,
-                methods: rule.methods,
-                paths: rule.paths,
-                ports: rule.ports,
-            })
-            .collect();
-        Ok(Object::AuthorizationPolicy(pb::AuthorizationPolicy {
-            name: self.metadata.name,
-            namespace: self.metadata.namespace,
-            target_service: self.spec.target_service,
-            action: match self.spec.action {
-                Action::Allow => authorization_policy::Action::Allow,
-                Action::Deny => authorization_policy::Action::Deny,
-            } as i32,
-            rules,
-        }))
+        Ok(crd::authorization_policy(
+            self.metadata.namespace,
+            self.metadata.name,
+            self.spec,
+        ))
     }
 }
