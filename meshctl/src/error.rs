@@ -59,8 +59,22 @@ pub enum Error {
     #[error("no pod {0:?}: `meshctl local ls` lists the pods")]
     NoSuchPod(String),
 
-    #[error("the subnet {0} has no free address left for another pod")]
-    SubnetFull(String),
+    #[error(
+        "no service {name:?} in namespace {namespace:?}: `meshctl local ls` lists the services"
+    )]
+    NoSuchService { namespace: String, name: String },
+
+    #[error(
+        "the subnet {subnet} has no free address left: {pods} pods count up from its start and {services} service virtual IPs down from its end, and they have met; remove a pod or `meshctl local down` and `up --subnet` a larger one"
+    )]
+    SubnetFull {
+        subnet: String,
+        pods: usize,
+        services: usize,
+    },
+
+    #[error("cannot render a discovery object: {0}")]
+    Render(String),
 
     #[error(transparent)]
     Netns(#[from] trellis_netns::Error),

@@ -8,7 +8,7 @@
 //! - `main.rs`: the command line (clap lives only here) and dispatch.
 //! - `local/`: the `meshctl local` commands, one local mesh as a [`local::Local`].
 //! - `demo/`: `meshctl demo` and its app (`meshctl demo-app`, hidden).
-//! - `state.rs`: the state directory's layout and records; `peers.rs`: `peers.yaml`.
+//! - `state.rs`: the state directory's layout and records.
 //! - `issuer.rs`: the local ServiceAccount token issuer (signing key, JWKS, tokens).
 //! - `process.rs`: detached processes, pid files, stopping process groups.
 //! - `probe.rs`: TCP and HTTP readiness checks; `metrics.rs`: reading `/metrics`.
@@ -23,7 +23,6 @@ mod install;
 mod issuer;
 mod local;
 mod metrics;
-mod peers;
 mod probe;
 mod process;
 mod signals;
@@ -31,7 +30,6 @@ mod state;
 mod table;
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -114,7 +112,8 @@ enum LocalCommand {
         /// The pod's ServiceAccount (part of its identity) [default: NAME].
         #[arg(long, env = "TRELLIS_SERVICE_ACCOUNT")]
         service_account: Option<String>,
-        /// A port the app listens on; `run` returns once it does. Repeatable.
+        /// A port the app listens on; `run` returns once it does. Repeatable. With
+        /// --service, these are the ports the service offers.
         #[arg(
             long = "port",
             value_name = "PORT",
@@ -122,6 +121,10 @@ enum LocalCommand {
             value_delimiter = ','
         )]
         ports: Vec<u16>,
+        /// Make the pod an endpoint of service SVC in its namespace: SVC gets a
+        /// virtual IP, and every pod resolves SVC.NS (and SVC in NS) to it.
+        #[arg(long, value_name = "SVC", env = "TRELLIS_SERVICE")]
+        service: Option<String>,
         /// The app's command line, after `--` (none: a pod for `local exec` only).
         #[arg(last = true, value_name = "CMD")]
         command: Vec<OsString>,
@@ -133,7 +136,7 @@ enum LocalCommand {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
-    /// List the pods with their address, identity and readiness.
+    /// List the pods with their address, identity and readiness, and the services.
     Ls,
     /// Show the app's log of pod NAME (or its sidecar's, with --proxy).
     Logs {
@@ -183,7 +186,8 @@ enum DemoAppCommand {
     },
     /// Send lines to an echo server and check they come back.
     Call {
-        addr: SocketAddr,
+        /// HOST:PORT; HOST is an address or a name (a service's, from /etc/hosts).
+        addr: String,
         #[arg(long, env = "TRELLIS_DEMO_APP_COUNT", default_value_t = 5)]
         count: u32,
     },
@@ -234,7 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DemoApp {
             command: DemoAppCommand::Call { addr, count },
         } => {
-            let echoed = demo::app::call(addr, count, &mut std::io::stdout())
+            let echoed = demo::app::call(&addr, count, &mut std::io::stdout())
                 .with_context(|| format!("calling {addr}"))?;
             Ok(if echoed == count {
                 ExitCode::SUCCESS
@@ -276,13 +280,18 @@ fn run_local(args: LocalArgs) -> anyhow::Result<ExitCode> {
                 state.controller_log().display()
             );
             println!("  state       {}", state.root().display());
-            println!("next: meshctl local run NAME [--port P] -- CMD...");
+            println!(
+                "  config      {} (what discovery pushes to the proxies)",
+                state.config_dir().display()
+            );
+            println!("next: meshctl local run NAME [--service SVC] [--port P]... -- CMD...");
         }
         LocalCommand::Run {
             name,
             namespace,
             service_account,
             ports,
+            service,
             command,
         } => {
             let pod = local.run(&RunOptions {
@@ -290,6 +299,7 @@ fn run_local(args: LocalArgs) -> anyhow::Result<ExitCode> {
                 namespace,
                 service_account,
                 ports,
+                service,
                 command,
             })?;
             let files = local.state().pod(&pod.name);
@@ -305,6 +315,14 @@ fn run_local(args: LocalArgs) -> anyhow::Result<ExitCode> {
                 files.app_log().display(),
                 files.proxy_log().display()
             );
+            if let Some(service) = local.service_of(&pod)? {
+                println!(
+                    "  service     {name}.{ns} (in {ns} also {name}) at {vip}",
+                    name = service.name,
+                    ns = service.namespace,
+                    vip = service.vip,
+                );
+            }
         }
         LocalCommand::Exec { name, command } => {
             let code = local.exec(&name, &command)?;

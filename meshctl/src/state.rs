@@ -2,17 +2,21 @@
 //! one `meshctl` invocation pick up what another made.
 //!
 //! ```text
-//! STATE/local.json          bridge, subnet, trust domain (written first by `up`)
-//! STATE/ca/                 the controller's --dev-ca directory
-//! STATE/trust-anchors.pem   a world-readable copy of the root, for proxies (uid 2102)
-//! STATE/signing-key.pem     the token issuer's private key (0600)
-//! STATE/jwks.json           its public key, trusted by the controller
-//! STATE/peers.yaml          pod IP -> SPIFFE ID, read by every proxy (SIGHUP reloads)
+//! STATE/local.json            bridge, subnet, trust domain (written first by `up`)
+//! STATE/ca/                   the controller's --dev-ca directory
+//! STATE/trust-anchors.pem     a world-readable copy of the root, for proxies (uid 2102)
+//! STATE/signing-key.pem       the token issuer's private key (0600)
+//! STATE/jwks.json             its public key, trusted by the controller
+//! STATE/config/               the controller's --config-dir (see `local/objects.rs`):
+//!   pod-NAME.yaml             each pod's own Endpoints (its address and identity)
+//!   service-NS-SVC.yaml       each service: its Service and its Endpoints
 //! STATE/controller.{pid,log}
-//! STATE/pods/NAME/pod.json  the pod's record (written before anything is created)
-//! STATE/pods/NAME/token     its ServiceAccount token (0644: the proxy must read it)
+//! STATE/pods/NAME/pod.json    the pod's record (written before anything is created)
+//! STATE/pods/NAME/token       its ServiceAccount token (0644: the proxy must read it)
 //! STATE/pods/NAME/{proxy,app}.{pid,log}
-//! STATE/.lock               serialises address allocation and peers.yaml updates
+//! STATE/services/NS.SVC.json  a service's record: its virtual IP
+//! STATE/.lock                 serialises address allocation and every change to
+//!                             config/ and the pods' hosts files (/etc/netns/NETNS/)
 //! ```
 //!
 //! Everything a proxy reads is world-readable and every directory on the way is 0755,
@@ -67,8 +71,17 @@ impl StateDir {
     pub fn jwks(&self) -> PathBuf {
         self.root.join("jwks.json")
     }
-    pub fn peers(&self) -> PathBuf {
-        self.root.join("peers.yaml")
+    /// The controller's `--config-dir`: what discovery tells every proxy.
+    pub fn config_dir(&self) -> PathBuf {
+        self.root.join("config")
+    }
+    pub fn services_dir(&self) -> PathBuf {
+        self.root.join("services")
+    }
+    /// The record of service `name` in `namespace`. A dot cannot occur in either
+    /// (both are DNS labels), so the file name is unambiguous.
+    pub fn service(&self, namespace: &str, name: &str) -> PathBuf {
+        self.services_dir().join(format!("{namespace}.{name}.json"))
     }
     pub fn controller_pid(&self) -> PathBuf {
         self.root.join("controller.pid")
@@ -85,10 +98,12 @@ impl StateDir {
         }
     }
 
-    /// Creates the directory (0755) if needed.
+    /// Creates the directory and its subdirectories (0755) if needed.
     pub fn create(&self) -> Result<(), Error> {
         make_dir(&self.root)?;
-        make_dir(&self.pods_dir())
+        make_dir(&self.pods_dir())?;
+        make_dir(&self.services_dir())?;
+        make_dir(&self.config_dir())
     }
 
     /// The settings `up` wrote, or [`Error::NotUp`].
@@ -103,22 +118,29 @@ impl StateDir {
 
     /// Every pod record, sorted by name; unreadable records are skipped with a warning.
     pub fn pods(&self) -> Result<Vec<PodRecord>, Error> {
-        let dir = self.pods_dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("cannot list", dir)(e)),
-        };
         let mut pods = Vec::new();
-        for entry in entries.flatten() {
-            let files = PodFiles { dir: entry.path() };
+        for dir in entries(&self.pods_dir())? {
+            let files = PodFiles { dir };
             match read_json::<PodRecord>(&files.record(), "pod record") {
                 Ok(pod) => pods.push(pod),
-                Err(error) => eprintln!("warning: skipping {}: {error}", entry.path().display()),
+                Err(error) => eprintln!("warning: skipping {}: {error}", files.dir.display()),
             }
         }
         pods.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(pods)
+    }
+
+    /// Every service record, sorted by namespace and name.
+    pub fn services(&self) -> Result<Vec<ServiceRecord>, Error> {
+        let mut services = Vec::new();
+        for path in entries(&self.services_dir())? {
+            // Skips `write_file`'s temporary files.
+            if path.extension().is_some_and(|e| e == "json") {
+                services.push(read_json::<ServiceRecord>(&path, "service record")?);
+            }
+        }
+        services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Ok(services)
     }
 
     /// Holds an exclusive lock on the state directory until dropped.
@@ -195,6 +217,34 @@ pub struct PodRecord {
     pub ports: Vec<u16>,
     #[serde(default)]
     pub command: Vec<String>,
+    /// The service (in the pod's namespace) whose endpoint the pod is.
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub phase: Phase,
+}
+
+/// Where a pod is in its life, which decides how discovery shows it.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Created, but its app may not listen yet: a not-ready endpoint of its service.
+    #[default]
+    Starting,
+    /// Its sidecar is ready and its app listens: a ready endpoint.
+    Ready,
+    /// Being removed: no longer an endpoint, even if another `run` rewrites its
+    /// service's file before the record is gone.
+    Stopping,
+}
+
+/// One service of `local run --service`: its endpoints are the pods that name it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceRecord {
+    pub namespace: String,
+    pub name: String,
+    /// Its virtual IP, which every pod's hosts file gives for its names.
+    pub vip: Ipv4Addr,
 }
 
 /// The files of one pod.
@@ -227,6 +277,15 @@ impl PodFiles {
     }
 }
 
+/// The paths of the entries of `dir`; none if it does not exist.
+fn entries(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.flatten().map(|entry| entry.path()).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io("cannot list", dir)(e)),
+    }
+}
+
 /// Creates `dir` (and parents) and makes it 0755 whatever the umask.
 pub fn make_dir(dir: &Path) -> Result<(), Error> {
     DirBuilder::new()
@@ -239,7 +298,8 @@ pub fn make_dir(dir: &Path) -> Result<(), Error> {
 }
 
 /// Writes `contents` to `path` with `mode`, atomically (temporary file, then rename),
-/// so a proxy reloading on SIGHUP never reads half a file.
+/// so a reader (the controller's file source, a later `meshctl`) never sees half a
+/// file. The temporary file's extension is `.tmp`, which the file source ignores.
 pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
     let mut file = OpenOptions::new()

@@ -72,6 +72,30 @@ impl Daemon {
         }
     }
 
+    /// Waits up to `timeout` for `ready` to hold (`ready` says what that means, for
+    /// the error); fails with the end of its log if it exits first or time runs out.
+    pub fn wait_ready(
+        &mut self,
+        timeout: Duration,
+        ready: &str,
+        mut check: impl FnMut() -> bool,
+    ) -> anyhow::Result<()> {
+        let held = crate::wait_until(timeout, || self.exited().is_some() || check());
+        match self.exited() {
+            Some(status) => anyhow::bail!(
+                "{} exited ({status}) before {ready}\n{}",
+                self.what,
+                self.log_tail(30)
+            ),
+            None if !held => anyhow::bail!(
+                "{} was not {ready} within {timeout:?}\n{}",
+                self.what,
+                self.log_tail(30)
+            ),
+            None => Ok(()),
+        }
+    }
+
     /// Everything it logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -89,9 +113,15 @@ impl Daemon {
         )
     }
 
-    /// Sends SIGHUP (the proxies reload their peers map on it).
-    pub fn hangup(&self) {
-        let _ = kill(self.leader(), Signal::SIGHUP);
+    /// Kills it and whatever it forked with SIGKILL, as a crashed node or an OOM kill
+    /// would: nothing gets to close cleanly. Returns once it has exited.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        killpg(self.leader(), Signal::SIGKILL)
+            .with_context(|| format!("sending SIGKILL to {} ({})", self.what, self.pid()))?;
+        self.child
+            .wait()
+            .with_context(|| format!("waiting for {} to exit", self.what))?;
+        Ok(())
     }
 
     /// Sends SIGTERM to the program alone, not its group: it must stop by itself,

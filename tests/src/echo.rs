@@ -1,7 +1,10 @@
 //! A TCP echo app running on a thread "inside" a pod: its listener was bound in the
 //! pod's network namespace, so it serves that pod from the test process itself.
+//!
+//! A named echo app answers each line with its name in front (`a: hello`), so that a
+//! client calling a service sees which endpoint answered.
 
-use std::io::{ErrorKind, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,8 +21,17 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
-    /// Binds `0.0.0.0:port` inside `netns` and starts serving.
+    /// Binds `0.0.0.0:port` inside `netns` and starts echoing bytes as they come.
     pub fn start_in(netns: &str, port: u16) -> anyhow::Result<EchoServer> {
+        EchoServer::start(netns, port, Reply::Echo)
+    }
+
+    /// Binds `0.0.0.0:port` inside `netns` and answers each line as `NAME: line`.
+    pub fn start_named_in(netns: &str, port: u16, name: &str) -> anyhow::Result<EchoServer> {
+        EchoServer::start(netns, port, Reply::Named(name.to_string()))
+    }
+
+    fn start(netns: &str, port: u16, reply: Reply) -> anyhow::Result<EchoServer> {
         let listener = trellis_netns::run_in(netns, move || TcpListener::bind(("0.0.0.0", port)))?
             .with_context(|| format!("binding the echo app to port {port} in {netns}"))?;
         // Polled, so that dropping the server ends the thread and closes the socket.
@@ -28,7 +40,7 @@ impl EchoServer {
         let accepted = Arc::new(AtomicUsize::new(0));
         let thread = {
             let (stop, accepted) = (stop.clone(), accepted.clone());
-            std::thread::spawn(move || serve(&listener, &stop, &accepted))
+            std::thread::spawn(move || serve(&listener, &stop, &accepted, &reply))
         };
         Ok(EchoServer {
             stop,
@@ -49,6 +61,22 @@ pub fn round_trip(conn: &mut TcpStream, message: &str) -> std::io::Result<String
     let mut reply = vec![0u8; message.len()];
     conn.read_exact(&mut reply)?;
     Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// Sends `line` to a named echo app and returns its answer, `NAME: line`, without the
+/// newline.
+pub fn ask(conn: &mut TcpStream, line: &str) -> std::io::Result<String> {
+    conn.write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte: nothing after the newline may be consumed and lost.
+    while answer.last() != Some(&b'\n') {
+        match conn.read(&mut byte)? {
+            0 => break,
+            _ => answer.push(byte[0]),
+        }
+    }
+    Ok(String::from_utf8_lossy(&answer).trim_end().to_string())
 }
 
 /// Sends `message` on `conn` and reads until the connection ends. `Ok` if it ended
@@ -72,22 +100,56 @@ fn is_reset(kind: ErrorKind) -> bool {
     )
 }
 
-fn serve(listener: &TcpListener, stop: &AtomicBool, accepted: &AtomicUsize) {
+/// What the app sends back.
+#[derive(Clone)]
+enum Reply {
+    /// Every byte, as it comes.
+    Echo,
+    /// Each line, after the app's name.
+    Named(String),
+}
+
+fn serve(listener: &TcpListener, stop: &AtomicBool, accepted: &AtomicUsize, reply: &Reply) {
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
-            Ok((mut conn, _)) => {
+            Ok((conn, _)) => {
                 accepted.fetch_add(1, Ordering::SeqCst);
+                let reply = reply.clone();
                 std::thread::spawn(move || {
                     let _ = conn.set_nonblocking(false);
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n @ 1..) = conn.read(&mut buf) {
-                        if conn.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
+                    match reply {
+                        Reply::Echo => echo(conn),
+                        Reply::Named(name) => answer_lines(conn, &name),
                     }
                 });
             }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+fn echo(mut conn: TcpStream) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = conn.read(&mut buf) {
+        if conn.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
+
+fn answer_lines(conn: TcpStream, name: &str) {
+    let Ok(mut writer) = conn.try_clone() else {
+        return;
+    };
+    for line in BufReader::new(conn).lines() {
+        let Ok(line) = line else {
+            break;
+        };
+        if writer
+            .write_all(format!("{name}: {line}\n").as_bytes())
+            .is_err()
+        {
+            break;
         }
     }
 }

@@ -11,10 +11,14 @@
 //! - `gate.rs`: whether this host can run the tests, and the `TRELLIS_E2E` rule.
 //! - `binaries.rs`: the built binaries next to the test executable.
 //! - `names.rs`: per-test names and subnets that do not collide.
-//! - `mesh.rs`: a bridge, a controller and pods with sidecars ([`Mesh`], [`MeshPod`]).
+//! - `mesh.rs`: a bridge, a controller and its config directory ([`Mesh`]);
+//!   `pod.rs`: pods with sidecars ([`MeshPod`]).
+//! - `proxy_config.rs`: what a sidecar's `/config` says discovery told it.
+//! - `scripted.rs`: a controller whose discovery answers are the test's script.
 //! - `issuer.rs`: the test's own ServiceAccount token issuer (key, JWKS, tokens).
 //! - `daemon.rs`: a child process that is stopped when dropped.
-//! - `echo.rs`: a TCP echo app on a thread inside a pod, and what a client sees of it.
+//! - `echo.rs`: a TCP echo app on a thread inside a pod, and what a client sees of it;
+//!   `echo_service.rs`: the pods and YAML of the discovery stories' echo service.
 //! - `capture.rs`: tcpdump on a link; `pcap.rs`: reading what it wrote.
 //! - `http.rs`: bare HTTP GETs and summing Prometheus counters.
 
@@ -22,19 +26,27 @@ mod binaries;
 mod capture;
 mod daemon;
 mod echo;
+mod echo_service;
 mod gate;
 mod http;
 mod issuer;
 mod mesh;
 mod names;
 pub mod pcap;
+mod pod;
+mod proxy_config;
+mod scripted;
 
 pub use binaries::binary;
 pub use capture::Capture;
 pub use daemon::Daemon;
-pub use echo::{EchoServer, ends_unanswered, round_trip};
+pub use echo::{EchoServer, ask, ends_unanswered, round_trip};
+pub use echo_service::{ECHO_PORT, EchoPods, SERVICE_PORT, echo_service_yaml};
 pub use gate::host_can_run_pods;
 pub use http::{Metrics, http_get, wait_until};
 pub use issuer::TestIssuer;
-pub use mesh::{Mesh, MeshPod};
+pub use mesh::Mesh;
 pub use names::Names;
+pub use pod::MeshPod;
+pub use proxy_config::ProxyConfig;
+pub use scripted::{ProxyStream, ScriptedController, World};

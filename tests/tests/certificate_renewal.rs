@@ -27,8 +27,10 @@ fn a_sidecar_renews_its_certificate_and_a_connection_open_across_the_renewal_kee
     let mut mesh = Mesh::start_with(&["--cert-lifetime", CERT_LIFETIME])?;
     let mut server = mesh.pod("server", "shop", "server")?;
     let mut client = mesh.pod("client", "storefront", "web")?;
-    server.start_sidecar(&[])?;
-    client.start_sidecar(&[(server.ip, &server.identity)])?;
+    server.start_sidecar()?;
+    client.start_sidecar()?;
+    mesh.publish_pod(&server)?;
+    client.wait_for_identity(server.ip, &server.identity)?;
     let echo = EchoServer::start_in(server.netns(), APP_PORT)?;
     let target = SocketAddrV4::new(server.ip, APP_PORT);
 

@@ -37,8 +37,10 @@ impl Scene {
         let mut server = mesh.pod("server", "shop", "server")?;
         let mut client = mesh.pod("client", "storefront", "web")?;
         let drain_timeout = format!("{}s", drain.as_secs());
-        server.start_sidecar_with(&[], &["--drain-timeout", &drain_timeout])?;
-        client.start_sidecar(&[(server.ip, &server.identity)])?;
+        server.start_sidecar_with(&["--drain-timeout", &drain_timeout])?;
+        client.start_sidecar()?;
+        mesh.publish_pod(&server)?;
+        client.wait_for_identity(server.ip, &server.identity)?;
         let echo = EchoServer::start_in(server.netns(), APP_PORT)?;
         let target = SocketAddrV4::new(server.ip, APP_PORT);
         let mut conn = client.connect(target)?;

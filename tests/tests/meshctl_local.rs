@@ -1,13 +1,15 @@
-//! An operator runs their own program in a meshed pod with `meshctl local` and calls it
-//! from another pod; `meshctl local down` then leaves nothing behind.
+//! An operator runs their own program in a meshed pod with `meshctl local` as a
+//! service, and calls it from another pod by the service's name and by the pod's
+//! address; `meshctl local down` then leaves nothing behind.
 //!
 //! This drives the real `meshctl` binary, as a person would from a shell, on a bridge,
 //! subnet and state directory of its own.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use trellis_tests::{Names, binary, host_can_run_pods};
+use trellis_tests::{Metrics, Names, binary, host_can_run_pods, http_get};
 
 /// `meshctl local --state-dir STATE ARGS...`, run to completion.
 struct Meshctl {
@@ -56,7 +58,7 @@ impl Drop for Down<'_> {
 }
 
 #[test]
-fn a_program_in_one_meshed_pod_is_called_from_another_and_down_removes_everything() {
+fn a_service_in_one_meshed_pod_is_called_by_name_from_another_and_down_removes_everything() {
     if !host_can_run_pods(&[]) {
         return;
     }
@@ -79,6 +81,8 @@ fn a_program_in_one_meshed_pod_is_called_from_another_and_down_removes_everythin
         "server",
         "--namespace",
         "shop",
+        "--service",
+        "echo",
         "--port",
         "7070",
         "--",
@@ -101,22 +105,50 @@ fn a_program_in_one_meshed_pod_is_called_from_another_and_down_removes_everythin
         "web",
     ]);
     let server_ip = names.subnet.host(2).expect("a /24 has a .2").addr();
+    // Virtual IPs count down from the top of the subnet.
+    let vip = names.subnet.host(254).expect("a /24 has a .254").addr();
+    assert!(
+        server.contains(&format!("echo.shop (in shop also echo) at {vip}")),
+        "{server}"
+    );
 
-    // The caller is an ordinary program: it dials the server's pod IP in plain TCP.
-    let call = meshctl.local(&[
-        "exec",
-        "client",
-        "--",
-        &me,
-        "demo-app",
-        "call",
+    // The caller is an ordinary program in plain TCP: it dials the service by its
+    // name (short, as it is in the same namespace, and qualified), and the pod by
+    // its address.
+    for target in [
+        "echo:7070",
+        "echo.shop.svc.cluster.local:7070",
         &format!("{server_ip}:7070"),
-        "--count",
-        "3",
-    ]);
-    let transcript = String::from_utf8_lossy(&call.stdout);
-    assert!(call.status.success(), "the call failed: {transcript}");
-    assert!(transcript.contains("3/3 echoes came back"), "{transcript}");
+    ] {
+        let call = meshctl.local(&[
+            "exec", "client", "--", &me, "demo-app", "call", target, "--count", "3",
+        ]);
+        let transcript = String::from_utf8_lossy(&call.stdout);
+        assert!(
+            call.status.success(),
+            "the call to {target} failed: {transcript}"
+        );
+        assert!(transcript.contains("3/3 echoes came back"), "{transcript}");
+        if target.starts_with("echo") {
+            assert!(
+                transcript.contains(&format!("{target} is {vip}:7070")),
+                "{transcript}"
+            );
+        }
+    }
+    // Every call went over mTLS: the client's sidecar checked the server's identity.
+    let metrics = http_get(SocketAddr::from((server_ip, 4191)), "/metrics")
+        .expect("the server's sidecar answers on its admin port")
+        .1;
+    let verified = Metrics { text: metrics }.sum(
+        "tcp_open_total",
+        &[
+            ("direction", "inbound"),
+            ("tls", "true"),
+            ("client_id", "spiffe://cluster.local/ns/shop/sa/web"),
+        ],
+    );
+    assert_eq!(verified, 3.0);
 
     // exec passes the command's exit code through.
     let failing = meshctl.local(&["exec", "client", "--", "sh", "-c", "exit 7"]);
@@ -144,8 +176,53 @@ fn a_program_in_one_meshed_pod_is_called_from_another_and_down_removes_everythin
         row("client")[2..4],
         ["spiffe://cluster.local/ns/shop/sa/web", "yes"]
     );
+    assert_eq!(
+        row("echo.shop"),
+        [
+            "echo.shop",
+            &vip.to_string(),
+            "7070",
+            &server_ip.to_string()
+        ]
+    );
     let app_log = meshctl.ok(&["logs", "server"]);
     assert!(app_log.contains("closed after"), "{app_log}");
+
+    // What discovery was told: each pod's own Endpoints and the service's file, all
+    // accepted by the controller.
+    let config = meshctl.state.join("config");
+    for file in [
+        "pod-server.yaml",
+        "pod-client.yaml",
+        "service-shop-echo.yaml",
+    ] {
+        assert!(
+            config.join(file).exists(),
+            "no {file} in {}",
+            config.display()
+        );
+    }
+    let gateway = SocketAddr::from((names.subnet.host(1).expect("a gateway").addr(), 9990));
+    let (_, sources) = http_get(gateway, "/sources").expect("the controller's /sources");
+    assert!(sources.contains("\"rejections\": []"), "{sources}");
+
+    // Removing the service's last pod removes the service and its name.
+    let client_hosts = Path::new("/etc/netns")
+        .join(format!("{bridge}-client"))
+        .join("hosts");
+    let hosts = std::fs::read_to_string(&client_hosts).expect("the client's hosts file");
+    assert!(
+        hosts.contains(&format!(
+            "{vip}\techo.shop echo.shop.svc.cluster.local echo\n"
+        )),
+        "{hosts}"
+    );
+    meshctl.ok(&["rm", "server"]);
+    assert!(!config.join("service-shop-echo.yaml").exists());
+    assert!(!config.join("pod-server.yaml").exists());
+    let hosts = std::fs::read_to_string(&client_hosts).expect("the client's hosts file");
+    assert!(!hosts.contains("echo"), "{hosts}");
+    assert!(!meshctl.ok(&["ls"]).contains("SERVICE"));
 
     meshctl.ok(&["down"]);
     assert_nothing_left(&names, &meshctl.state);
@@ -174,6 +251,14 @@ fn assert_nothing_left(names: &Names, state: &Path) {
         !forward.contains(&names.bridge()),
         "FORWARD rules left:\n{forward}"
     );
+    let hosts: Vec<String> = std::fs::read_dir("/etc/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&format!("{}-", names.bridge())))
+        .collect();
+    assert!(hosts.is_empty(), "/etc/netns directories left: {hosts:?}");
     let state = state.to_string_lossy();
     let alive: Vec<String> = processes_mentioning(&state);
     assert!(alive.is_empty(), "processes left: {alive:?}");

@@ -26,8 +26,10 @@ fn a_plain_tcp_client_in_one_pod_reaches_a_server_in_another_over_mutual_tls() -
     let mut mesh = Mesh::start()?;
     let mut server = mesh.pod("server", "shop", "server")?;
     let mut client = mesh.pod("client", "storefront", "web")?;
-    server.start_sidecar(&[])?;
-    client.start_sidecar(&[(server.ip, &server.identity)])?;
+    server.start_sidecar()?;
+    client.start_sidecar()?;
+    mesh.publish_pod(&server)?;
+    client.wait_for_identity(server.ip, &server.identity)?;
     let echo = EchoServer::start_in(server.netns(), APP_PORT)?;
 
     let capture = Capture::start(server.host_veth(), &mesh.dir().join("server.pcap"))?;
@@ -127,11 +129,25 @@ fn a_client_told_to_expect_another_identity_never_reaches_the_server_app() -> an
     let mut mesh = Mesh::start()?;
     let mut server = mesh.pod("server", "shop", "server")?;
     let mut client = mesh.pod("client", "storefront", "web")?;
-    server.start_sidecar(&[])?;
-    // The server's sidecar will present spiffe://.../sa/server; the client's peers map
-    // says only "payments" may answer at that address.
+    server.start_sidecar()?;
+    client.start_sidecar()?;
+    // The server's sidecar will present spiffe://.../sa/server; discovery says only
+    // "payments" may answer at that address.
     let impostor_check = "spiffe://cluster.local/ns/shop/sa/payments";
-    client.start_sidecar(&[(server.ip, impostor_check)])?;
+    mesh.write_config(
+        "pod-server.yaml",
+        &format!(
+            "apiVersion: trellis.io/v1alpha1
+kind: Endpoints
+metadata: {{name: pod-server, namespace: shop}}
+spec:
+  endpoints:
+  - {{address: {}, identity: \"{impostor_check}\"}}
+",
+            server.ip
+        ),
+    )?;
+    client.wait_for_identity(server.ip, impostor_check)?;
     let echo = EchoServer::start_in(server.netns(), APP_PORT)?;
 
     let target = SocketAddrV4::new(server.ip, APP_PORT);

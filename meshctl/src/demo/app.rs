@@ -5,7 +5,7 @@
 //! itself as this app (`meshctl demo-app ...`) so the demo needs no other program.
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs as _};
 use std::time::{Duration, Instant};
 
 /// Echoes every connection back to its sender until killed, logging each one.
@@ -36,11 +36,16 @@ pub fn echo(port: u16) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Sends `count` lines to the echo server at `addr` over one connection and checks that
-/// each comes back. Prints one line per round trip; `Ok` with the number echoed.
-pub fn call(addr: SocketAddr, count: u32, out: &mut impl std::io::Write) -> std::io::Result<u32> {
+/// Sends `count` lines to the echo server at `addr` (`HOST:PORT`, where HOST may be a
+/// name the system resolves, such as a service's in the pod's hosts file) over one
+/// connection and checks that each comes back. Prints one line per round trip; `Ok`
+/// with the number echoed.
+pub fn call(addr: &str, count: u32, out: &mut impl std::io::Write) -> std::io::Result<u32> {
     let timeout = Duration::from_secs(5);
-    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    let (stream, resolved) = connect(addr, timeout)?;
+    if resolved.to_string() != addr {
+        writeln!(out, "call: {addr} is {resolved}")?;
+    }
     stream.set_read_timeout(Some(timeout))?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
@@ -58,10 +63,27 @@ pub fn call(addr: SocketAddr, count: u32, out: &mut impl std::io::Write) -> std:
         }
         echoed += 1;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        writeln!(out, "call: {addr} echoed {message:?} in {ms:.1} ms")?;
+        writeln!(out, "call: {resolved} echoed {message:?} in {ms:.1} ms")?;
     }
     writeln!(out, "call: {echoed}/{count} echoes came back")?;
     Ok(echoed)
+}
+
+/// Connects to the first address `addr` resolves to that answers.
+fn connect(addr: &str, timeout: Duration) -> std::io::Result<(TcpStream, SocketAddr)> {
+    let mut last_error = None;
+    for resolved in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&resolved, timeout) {
+            Ok(stream) => return Ok((stream, resolved)),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{addr} resolves to no address"),
+        )
+    }))
 }
 
 #[cfg(test)]
@@ -79,8 +101,13 @@ mod tests {
             std::io::copy(&mut reader, &mut writer).unwrap();
         });
         let mut transcript = Vec::new();
-        assert_eq!(call(addr, 3, &mut transcript).unwrap(), 3);
+        let by_name = format!("localhost:{}", addr.port());
+        assert_eq!(call(&by_name, 3, &mut transcript).unwrap(), 3);
         let transcript = String::from_utf8(transcript).unwrap();
+        assert!(
+            transcript.starts_with(&format!("call: {by_name} is 127.0.0.1:")),
+            "{transcript}"
+        );
         assert!(
             transcript.ends_with("call: 3/3 echoes came back\n"),
             "{transcript}"

@@ -1,10 +1,12 @@
 //! `meshctl demo`: the README's first command, a guided tour of a local mesh.
 //!
 //! It brings up a local mesh of its own (state directory and bridge apart from any
-//! `meshctl local` one), starts a `server` pod running an echo app and a `client` pod,
-//! has the client call the server by pod IP through both sidecars, prints what each
-//! sidecar saw (identities, connections, bytes, handshakes) and tears everything down,
-//! also on error and on Ctrl-C: a [`Teardown`] guard runs `local down` when dropped.
+//! `meshctl local` one), starts a `server` pod running an echo app as service `echo`
+//! and a `client` pod, has the client call `echo.demo:7070` by name (the pod's hosts
+//! file gives the service's virtual IP, the client's sidecar balances it over the
+//! service's endpoints) through both sidecars, prints what each sidecar saw
+//! (identities, connections, bytes, handshakes) and tears everything down, also on
+//! error and on Ctrl-C: a [`Teardown`] guard runs `local down` when dropped.
 //!
 //! # Layout
 //! - `app.rs`: the plain-TCP echo server and caller (`meshctl demo-app`).
@@ -14,7 +16,6 @@ pub mod app;
 mod report;
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use trellis_netns::Ipv4Cidr;
@@ -30,6 +31,7 @@ pub const DEFAULT_STATE_DIR: &str = "/run/trellis-demo";
 pub const DEFAULT_BRIDGE: &str = "trellisdemo";
 pub const DEFAULT_SUBNET: &str = "10.199.1.0/24";
 const NAMESPACE: &str = "demo";
+const SERVICE: &str = "echo";
 const ECHO_PORT: u16 = 7070;
 
 /// The choices of `meshctl demo`.
@@ -87,6 +89,7 @@ pub fn run(local: &Local, options: &DemoOptions) -> Result<(), Error> {
         namespace: NAMESPACE.into(),
         service_account: Some("server".into()),
         ports: vec![ECHO_PORT],
+        service: Some(SERVICE.into()),
         command: vec![
             me.clone(),
             "demo-app".into(),
@@ -101,22 +104,34 @@ pub fn run(local: &Local, options: &DemoOptions) -> Result<(), Error> {
         namespace: NAMESPACE.into(),
         service_account: Some("client".into()),
         ports: vec![],
+        service: None,
         command: vec![],
     })?;
     signals::check()?;
 
-    let target = SocketAddr::from((server.ip, ECHO_PORT));
+    let service = local
+        .service_of(&server)?
+        .ok_or_else(|| Error::NoSuchService {
+            namespace: NAMESPACE.into(),
+            name: SERVICE.into(),
+        })?;
+    let target = format!("{SERVICE}.{NAMESPACE}:{ECHO_PORT}");
     println!(
-        "\nThe client app calls {target} in plain TCP. Its sidecar takes the connection, \
-         opens mutual TLS to the server's sidecar (which must be {}), and that sidecar \
+        "\nThe client app calls {target} by name, in plain TCP. The pod's hosts file \
+         resolves {SERVICE}.{NAMESPACE} to the service's virtual IP {vip}. The client's \
+         sidecar takes the connection, looks {vip}:{ECHO_PORT} up in what discovery \
+         pushed (service {SERVICE}, whose endpoint is the server pod at {ip}), opens \
+         mutual TLS to the server's sidecar (which must be {identity}), and that sidecar \
          hands it to the echo app.\n",
-        server.identity
+        vip = service.vip,
+        ip = server.ip,
+        identity = server.identity,
     );
     let call: Vec<OsString> = vec![
         me,
         "demo-app".into(),
         "call".into(),
-        target.to_string().into(),
+        target.clone().into(),
         "--count".into(),
         options.count.to_string().into(),
     ];

@@ -132,6 +132,8 @@ mod tests {
             host_veth: "trellisdemov2".into(),
             ports: vec![],
             command: vec![],
+            service: None,
+            phase: crate::state::Phase::Ready,
         }
     }
 

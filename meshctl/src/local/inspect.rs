@@ -7,9 +7,10 @@ use std::process::{Command, Output};
 
 use trellis_netns::{command_line, exec_in, netns_exists};
 
+use super::objects::{members_of, service_ports};
 use super::{ADMIN_PORT, Local, split_command};
 use crate::probe::is_ready;
-use crate::state::{PodRecord, read_json};
+use crate::state::{Phase, PodRecord, ServiceRecord, read_json};
 use crate::{Error, process};
 
 impl Local {
@@ -79,9 +80,52 @@ impl Local {
             })
             .collect();
         let header = ["NAME", "IP", "IDENTITY", "READY", "APP"].map(String::from);
-        let text = crate::table::render(&header, &rows);
+        let mut text = crate::table::render(&header, &rows);
+        let services = self.state.services()?;
+        if !services.is_empty() {
+            text.push('\n');
+            text.push_str(&self.services_table(&services)?);
+        }
         out.write_all(text.as_bytes())
             .map_err(Error::io("cannot write to", "stdout"))
+    }
+
+    /// SERVICE (as pods call it), VIP, PORTS, and the addresses of its ready pods.
+    fn services_table(&self, services: &[ServiceRecord]) -> Result<String, Error> {
+        let pods = self.state.pods()?;
+        let rows: Vec<[String; 4]> = services
+            .iter()
+            .map(|service| {
+                let members = members_of(&pods, &service.namespace, &service.name);
+                let ports: Vec<String> =
+                    service_ports(&members).iter().map(u16::to_string).collect();
+                let ready: Vec<String> = members
+                    .iter()
+                    .filter(|p| p.phase == Phase::Ready)
+                    .map(|p| p.ip.to_string())
+                    .collect();
+                [
+                    format!("{}.{}", service.name, service.namespace),
+                    service.vip.to_string(),
+                    ports.join(","),
+                    if ready.is_empty() {
+                        "<none ready>".to_string()
+                    } else {
+                        ready.join(",")
+                    },
+                ]
+            })
+            .collect();
+        let header = ["SERVICE", "VIP", "PORTS", "ENDPOINTS"].map(String::from);
+        Ok(crate::table::render(&header, &rows))
+    }
+
+    /// The service `pod` is an endpoint of, if any.
+    pub fn service_of(&self, pod: &PodRecord) -> Result<Option<ServiceRecord>, Error> {
+        let Some(name) = &pod.service else {
+            return Ok(None);
+        };
+        read_json(&self.state.service(&pod.namespace, name), "service record").map(Some)
     }
 
     /// The app's (or with `proxy`, the sidecar's) log of pod `name`.

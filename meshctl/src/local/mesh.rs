@@ -9,13 +9,13 @@ use trellis_netns::{
     Bridge, IfName, Ipv4Cidr, delete_link, delete_netns, links, netns_list, netns_pids,
 };
 
-use super::{Local, with_prefix, without_trellis_env};
+use super::{Local, hosts, with_prefix, without_trellis_env};
 use crate::binaries::CONTROLLER;
 use crate::install::{Install, ensure_host};
 use crate::issuer::TokenIssuer;
 use crate::probe::{accepts, wait_for};
 use crate::state::{LocalSettings, log_tail, make_dir, write_file, write_json};
-use crate::{Error, peers, process};
+use crate::{Error, process};
 
 /// The controller's admin port (`/proxies`, `/metrics`), on the bridge's gateway.
 const CONTROLLER_ADMIN_PORT: u16 = 9990;
@@ -32,8 +32,9 @@ pub struct UpOptions {
 }
 
 impl Local {
-    /// Creates the bridge, the state directory, the token issuer's key and JWKS, and
-    /// starts the controller. Running it again on a running mesh changes nothing.
+    /// Creates the bridge, the state directory (with the controller's config
+    /// directory), the token issuer's key and JWKS, and starts the controller.
+    /// Running it again on a running mesh changes nothing.
     pub fn up(&self, options: &UpOptions) -> Result<LocalSettings, Error> {
         ensure_host(Install::Never)?;
         self.bins.check_all()?;
@@ -61,9 +62,6 @@ impl Local {
 
         let issuer = self.issuer_or_create()?;
         write_file(&state.jwks(), issuer.jwks().as_bytes(), 0o644)?;
-        if !state.peers().exists() {
-            peers::store(&state.peers(), &peers::Peers::new())?;
-        }
         self.start_controller(&settings)?;
         Ok(settings)
     }
@@ -105,6 +103,8 @@ impl Local {
                 .arg(state.ca_dir())
                 .arg("--token-jwks")
                 .arg(state.jwks())
+                .arg("--config-dir")
+                .arg(state.config_dir())
                 .arg("--trust-domain")
                 .arg(&settings.trust_domain);
             process::spawn_detached(
@@ -164,7 +164,7 @@ impl Local {
         if let Some(settings) = &settings {
             for pod in state.pods().unwrap_or_default() {
                 step(format_args!("removing pod {}", pod.name));
-                note(self.remove_pod(settings, &pod, false));
+                note(self.remove_pod(settings, &pod));
             }
             note(sweep(settings));
         }
@@ -202,6 +202,7 @@ fn sweep(settings: &LocalSettings) -> Result<(), Error> {
             process::signal(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
         }
         delete_netns(&netns)?;
+        hosts::remove(&netns)?;
     }
     let veth_prefix = format!("{}v", settings.bridge);
     for link in links()?

@@ -5,14 +5,25 @@
 //! separate invocations (or one, as in `meshctl demo`). Every step that creates
 //! something records it first, so `rm` and `down` can remove half-made pods too.
 //!
+//! Pods and services reach the proxies through discovery: meshctl writes them as YAML
+//! objects into the controller's config directory, and names resolve through each
+//! pod's own hosts file.
+//!
 //! # Layout
 //! - `mesh.rs`: `up` and `down` (bridge, issuer key, controller).
 //! - `pod.rs`: `run` and `rm` (namespace, proxy-init, proxy, app).
 //! - `inspect.rs`: `exec`, `ls`, `logs`.
+//! - `publish.rs`: keeping the config directory and hosts files in step with the
+//!   pods; `objects.rs`: the YAML it writes; `hosts.rs`: the hosts files.
+//! - `addresses.rs`: pod addresses and service virtual IPs in the subnet.
 
+mod addresses;
+mod hosts;
 mod inspect;
 mod mesh;
+mod objects;
 mod pod;
+mod publish;
 
 use std::ffi::OsString;
 use std::process::Command;

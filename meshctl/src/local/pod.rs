@@ -11,13 +11,15 @@ use trellis_identity::SpiffeId;
 use trellis_netns::{Bridge, Pod, command_line, exec_in, exec_in_as, netns_pids, run_in};
 
 use super::mesh::step;
-use super::{ADMIN_PORT, Local, PROXY_UID, split_command, with_prefix, without_trellis_env};
+use super::objects::POD_OBJECT_PREFIX;
+use super::without_trellis_env;
+use super::{ADMIN_PORT, Local, PROXY_UID, addresses, hosts, split_command, with_prefix};
 use crate::binaries::{PROXY, PROXY_INIT};
 use crate::install::{Install, ensure_host};
 use crate::issuer::Workload;
 use crate::probe::{is_ready, wait_for};
-use crate::state::{LocalSettings, PodRecord, log_tail, make_dir, write_file, write_json};
-use crate::{Error, peers, process};
+use crate::state::{LocalSettings, Phase, PodRecord, log_tail, make_dir, write_file, write_json};
+use crate::{Error, process};
 
 /// How long a new proxy may take to get its certificate and report ready.
 const PROXY_READY: Duration = Duration::from_secs(20);
@@ -33,8 +35,11 @@ pub struct RunOptions {
     pub namespace: String,
     /// Defaults to the pod's name.
     pub service_account: Option<String>,
-    /// Ports the app listens on; `run` waits until it does.
+    /// Ports the app listens on; `run` waits until it does. They are the ports of
+    /// its service, if it has one.
     pub ports: Vec<u16>,
+    /// The service (in the pod's namespace) the pod is an endpoint of.
+    pub service: Option<String>,
     /// The app; empty for a pod that only runs `local exec` commands.
     pub command: Vec<OsString>,
 }
@@ -109,13 +114,12 @@ impl Local {
             .arg(files.token())
             .arg("--identity")
             .arg(&pod.identity)
-            .arg("--peers")
-            .arg(self.state.peers());
+            .arg("--pod-name")
+            .arg(&pod.name)
+            .arg("--pod-namespace")
+            .arg(&pod.namespace);
         let proxy_pid =
             process::spawn_detached(&mut proxy, &files.proxy_log(), &files.proxy_pid())?;
-        // The new pod is in peers.yaml already; the running proxies learn it now. The
-        // new proxy is skipped: it read the file at start and may not handle SIGHUP yet.
-        self.reload_proxies(Some(&pod.name));
         self.wait_ready(&pod, proxy_pid)?;
 
         if let Some((program, args)) = split_command(&options.command) {
@@ -124,13 +128,18 @@ impl Local {
             let app_pid = process::spawn_detached(&mut app, &files.app_log(), &files.app_pid())?;
             self.wait_listening(&pod, app_pid)?;
         }
-        Ok(pod)
+        self.publish_ready(&pod.name)
     }
 
-    /// Allocates the pod's address and writes its record and peers entry, under the
-    /// state lock so that two `run`s never take the same address.
+    /// Allocates the pod's address (and its new service's virtual IP), writes its
+    /// record and publishes it as not ready yet, all under the state lock so that two
+    /// `run`s never take the same address. The pod's hosts file exists from here on,
+    /// before any of its programs starts.
     fn register(&self, settings: &LocalSettings, options: &RunOptions) -> Result<PodRecord, Error> {
-        check_name("name", &options.name)?;
+        check_name("name", &options.name, MAX_POD_NAME)?;
+        if let Some(service) = &options.service {
+            check_service(service, &options.ports)?;
+        }
         let service_account = options.service_account.as_deref().unwrap_or(&options.name);
         let identity = SpiffeId::for_service_account(
             &settings.trust_domain,
@@ -148,16 +157,23 @@ impl Local {
             return Err(Error::PodExists(options.name.clone()));
         }
         let subnet = settings.subnet()?;
-        let taken: Vec<Ipv4Addr> = self.state.pods()?.iter().map(|p| p.ip).collect();
-        let index = (2..)
-            .map_while(|i| subnet.host(i).map(|host| (i, host.addr())))
-            .find(|(_, ip)| !taken.contains(ip))
-            .map(|(i, _)| i)
-            .ok_or_else(|| Error::SubnetFull(subnet.to_string()))?;
-        let ip = subnet
-            .host(index)
-            .map(|h| h.addr())
-            .ok_or_else(|| Error::SubnetFull(subnet.to_string()))?;
+        let (pods, services) = (self.state.pods()?, self.state.services()?);
+        let mut taken: Vec<Ipv4Addr> = pods.iter().map(|p| p.ip).collect();
+        taken.extend(services.iter().map(|s| s.vip));
+        let (index, ip) =
+            addresses::pod_address(subnet, &taken).ok_or_else(|| Error::SubnetFull {
+                subnet: subnet.to_string(),
+                pods: pods.len(),
+                services: services.len(),
+            })?;
+        taken.push(ip);
+        let new_service = match &options.service {
+            Some(name) => {
+                self.service_or_create(settings, &options.namespace, name, &taken)?
+                    .1
+            }
+            None => false,
+        };
         let pod = PodRecord {
             name: options.name.clone(),
             namespace: options.namespace.clone(),
@@ -172,10 +188,12 @@ impl Local {
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect(),
+            service: options.service.clone(),
+            phase: Phase::Starting,
         };
         make_dir(files.dir())?;
         write_json(&files.record(), &pod)?;
-        peers::insert(&self.state.peers(), pod.ip, &pod.identity)?;
+        self.publish_new(&pod, new_service)?;
         Ok(pod)
     }
 
@@ -236,7 +254,8 @@ impl Local {
         Ok(())
     }
 
-    /// Stops pod `name` and removes its namespace, links, files and peers entry.
+    /// Takes pod `name` out of discovery, stops it, and removes its namespace, links
+    /// and files.
     pub fn rm(&self, name: &str) -> Result<(), Error> {
         let settings = self.state.load_settings()?;
         let files = self.state.pod(name);
@@ -248,24 +267,28 @@ impl Local {
             {
                 // A `run` that stopped before its record was complete: remove what
                 // can be found by name.
-                kill_everything_in(&settings.netns_of(name));
-                trellis_netns::delete_netns(&settings.netns_of(name))?;
+                let netns = settings.netns_of(name);
+                kill_everything_in(&netns);
+                trellis_netns::delete_netns(&netns)?;
+                hosts::remove(&netns)?;
                 let _ = fs::remove_dir_all(files.dir());
                 return Ok(());
             }
             Err(_) => return Err(Error::NoSuchPod(name.to_string())),
         };
         step(format_args!("removing pod {name}"));
-        self.remove_pod(&settings, &pod, true)
+        self.remove_pod(&settings, &pod)
     }
 
     pub(super) fn remove_pod(
         &self,
         settings: &LocalSettings,
         pod: &PodRecord,
-        notify: bool,
     ) -> Result<(), Error> {
         let files = self.state.pod(&pod.name);
+        // Out of discovery first, so that no new connection is sent to a pod on its
+        // way out; if that fails, the pod goes all the same and the error is reported.
+        let unpublished = self.unpublish(pod);
         process::stop_recorded(&files.app_pid(), STOP_GRACE);
         process::stop_recorded(&files.proxy_pid(), STOP_GRACE);
         // `local exec` commands still running inside keep the namespace alive.
@@ -276,27 +299,10 @@ impl Local {
             &pod.host_veth,
         )?
         .delete()?;
-        {
-            let _lock = self.state.lock()?;
-            peers::remove(&self.state.peers(), pod.ip)?;
-            fs::remove_dir_all(files.dir()).map_err(Error::io("cannot remove", files.dir()))?;
-        }
-        if notify {
-            self.reload_proxies(None);
-        }
-        Ok(())
-    }
-
-    /// Sends SIGHUP to every running proxy except `except`'s, so they re-read peers.yaml.
-    fn reload_proxies(&self, except: Option<&str>) {
-        for pod in self.state.pods().unwrap_or_default() {
-            if Some(pod.name.as_str()) == except {
-                continue;
-            }
-            if let Some(pid) = process::running(&self.state.pod(&pod.name).proxy_pid()) {
-                process::signal(pid, Signal::SIGHUP);
-            }
-        }
+        hosts::remove(&pod.netns)?;
+        let _lock = self.state.lock()?;
+        fs::remove_dir_all(files.dir()).map_err(Error::io("cannot remove", files.dir()))?;
+        unpublished
     }
 }
 
@@ -306,10 +312,14 @@ fn kill_everything_in(netns: &str) {
     }
 }
 
-/// Pod names become namespace, file and Kubernetes-style names: a DNS-1123 label.
-fn check_name(flag: &'static str, value: &str) -> Result<(), Error> {
+/// A pod's own Endpoints is `pod-NAME`, a DNS label of at most 63 bytes.
+const MAX_POD_NAME: usize = 63 - POD_OBJECT_PREFIX.len();
+
+/// Pod and service names become namespace, file and Kubernetes-style names: DNS-1123
+/// labels of at most `max` bytes.
+fn check_name(flag: &'static str, value: &str, max: usize) -> Result<(), Error> {
     let ok = !value.is_empty()
-        && value.len() <= 63
+        && value.len() <= max
         && value
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -321,10 +331,34 @@ fn check_name(flag: &'static str, value: &str) -> Result<(), Error> {
         Err(Error::InvalidFlag {
             flag,
             value: value.to_string(),
-            reason: "use lowercase letters, digits and '-' (at most 63, as a Kubernetes pod name)"
-                .into(),
+            reason: format!(
+                "use lowercase letters, digits and '-', at most {max}, starting and ending with a letter or digit"
+            ),
         })
     }
+}
+
+/// A service is a DNS label, not one that a pod's own Endpoints could take, and has
+/// the ports of its pods.
+fn check_service(name: &str, ports: &[u16]) -> Result<(), Error> {
+    check_name("service", name, 63)?;
+    if name.starts_with(POD_OBJECT_PREFIX) {
+        return Err(Error::InvalidFlag {
+            flag: "service",
+            value: name.to_string(),
+            reason: format!(
+                "names starting with {POD_OBJECT_PREFIX:?} are the pods' own Endpoints in the config directory: choose another"
+            ),
+        });
+    }
+    if ports.is_empty() {
+        return Err(Error::InvalidFlag {
+            flag: "service",
+            value: name.to_string(),
+            reason: "a service needs the ports its pods serve: give at least one --port".into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -332,10 +366,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pod_names_are_dns_labels() {
-        assert!(check_name("name", "web-1").is_ok());
+    fn pod_names_are_dns_labels_short_enough_for_their_endpoints_name() {
+        assert!(check_name("name", "web-1", MAX_POD_NAME).is_ok());
         for bad in ["", "Web", "web_1", "-web", "web-", "a/b"] {
-            assert!(check_name("name", bad).is_err(), "{bad:?}");
+            assert!(check_name("name", bad, MAX_POD_NAME).is_err(), "{bad:?}");
         }
+        assert!(check_name("name", &"a".repeat(59), MAX_POD_NAME).is_ok());
+        assert!(check_name("name", &"a".repeat(60), MAX_POD_NAME).is_err());
+    }
+
+    #[test]
+    fn a_service_needs_ports_and_a_name_no_pod_endpoints_can_take() {
+        assert!(check_service("echo", &[7070]).is_ok());
+        let text = check_service("echo", &[]).unwrap_err().to_string();
+        assert!(text.contains("--port"), "{text}");
+        let text = check_service("pod-web", &[80]).unwrap_err().to_string();
+        assert!(text.contains("pods' own Endpoints"), "{text}");
     }
 }
