@@ -84,6 +84,12 @@ impl Identity {
         &self.inner.anchors
     }
 
+    /// The channel to the controller, verified against this workload's anchors; the
+    /// discovery client shares it.
+    pub fn controller(&self) -> &Controller {
+        &self.inner.controller
+    }
+
     /// The certificate in force, if one was issued and has not expired.
     pub fn current(&self) -> Option<Arc<Certified>> {
         self.inner

@@ -10,9 +10,8 @@ use tokio::net::TcpStream;
 
 use crate::Config;
 use crate::detect::{self, Protocol};
-use crate::error::{ConnError, Error};
+use crate::error::ConnError;
 use crate::forward::forward;
-use crate::identity::Identity;
 use crate::listener::{self, Accepted, Direction};
 use crate::metrics::Metrics;
 use crate::orig_dst::{OrigDstAddr, orig_dst};
@@ -33,13 +32,13 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    pub fn new(config: &Config, identity: Identity, metrics: Arc<Metrics>) -> Result<Self, Error> {
-        Ok(Inbound {
-            tls: MeshTls::new(identity)?,
+    pub fn new(config: &Config, tls: MeshTls, metrics: Arc<Metrics>) -> Self {
+        Inbound {
+            tls,
             require_mtls: config.require_mtls,
             own_ports: [config.inbound_addr.port(), config.outbound_addr.port()],
             metrics,
-        })
+        }
     }
 
     pub async fn handle(self, conn: Accepted) {

@@ -85,11 +85,7 @@ pub async fn run(
     tasks.spawn(identity.clone().maintain(shutdown.clone()));
     tasks.spawn(peers.clone().reload_on_sighup(shutdown.clone()));
     let discovery = discovery::Discovery {
-        controller: controller::Controller::new(
-            config.controller_addr.clone(),
-            config.controller_identity.clone(),
-            identity.anchors(),
-        )?,
+        controller: identity.controller().clone(),
         node: trellis_proto::discovery::v1::Node {
             pod: config.pod_name.clone().unwrap_or_default(),
             namespace: config.pod_namespace.clone().unwrap_or_default(),
@@ -115,9 +111,10 @@ pub async fn run(
         },
     ));
 
-    let inbound = inbound::Inbound::new(&config, identity.clone(), metrics.clone())?;
+    let tls = tls::MeshTls::new(identity.clone())?;
+    let inbound = inbound::Inbound::new(&config, tls.clone(), metrics.clone());
     let outbound = outbound::Outbound::new(
-        identity.clone(),
+        tls,
         directory,
         peers,
         metrics.clone(),
@@ -126,7 +123,7 @@ pub async fn run(
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect(),
-    )?;
+    );
     let connections = tokio_util::task::TaskTracker::new();
     let accepting = tokio_util::task::TaskTracker::new();
     for listener in listeners.inbound {

@@ -11,9 +11,8 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
 
 use crate::directory::{Destination, Directory};
-use crate::error::{ConnError, Error};
+use crate::error::ConnError;
 use crate::forward::forward;
-use crate::identity::Identity;
 use crate::listener::{self, Accepted, Direction};
 use crate::metrics::Metrics;
 use crate::orig_dst::orig_dst;
@@ -35,19 +34,19 @@ pub struct Outbound {
 
 impl Outbound {
     pub fn new(
-        identity: Identity,
+        tls: MeshTls,
         directory: Arc<ArcSwap<Directory>>,
         peers: Arc<Peers>,
         metrics: Arc<Metrics>,
         own_addrs: Vec<SocketAddr>,
-    ) -> Result<Self, Error> {
-        Ok(Outbound {
-            tls: MeshTls::new(identity)?,
+    ) -> Self {
+        Outbound {
+            tls,
             directory,
             peers,
             metrics,
             own_addrs,
-        })
+        }
     }
 
     pub async fn handle(self, conn: Accepted) {
