@@ -212,6 +212,21 @@ spec:
             .collect()
     }
 
+    /// The serials of the certificates the controller logged issuing for `identity`,
+    /// from its `issued a workload certificate spiffe_id=... serial=...` events.
+    pub fn serials_issued(&self, identity: &str) -> std::collections::BTreeSet<String> {
+        fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
+        }
+        self.controller_log()
+            .lines()
+            .filter(|line| line.contains("issued a workload certificate"))
+            .filter(|line| field(line, "spiffe_id") == Some(identity))
+            .filter_map(|line| field(line, "serial").map(str::to_string))
+            .collect()
+    }
+
     /// Where the test may put files (captures) that should go away with the mesh.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -7,7 +7,6 @@
 //! certificates it was opened under have expired; then it opens a second one, whose
 //! handshake can only have used the renewed certificates.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddrV4;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -62,7 +61,7 @@ fn a_sidecar_renews_its_certificate_and_a_connection_open_across_the_renewal_kee
     // 2. The controller issued them: a new certificate (serial) per identity.
     let log = mesh.controller_log();
     for pod in [&server, &client] {
-        let serials = serials_issued(&log, &pod.identity);
+        let serials = mesh.serials_issued(&pod.identity);
         assert!(
             serials.len() >= 2,
             "the controller logged {} distinct serial(s) for {}:\n{log}",
@@ -118,22 +117,6 @@ fn inbound_handshakes(server: &MeshPod) -> anyhow::Result<f64> {
         "tls_handshakes_total",
         &[("direction", "inbound"), ("outcome", "ok")],
     ))
-}
-
-/// The serials of the certificates the controller logged issuing for `identity`,
-/// from its `issued a workload certificate spiffe_id=... serial=...` events.
-fn serials_issued(controller_log: &str, identity: &str) -> BTreeSet<String> {
-    controller_log
-        .lines()
-        .filter(|line| line.contains("issued a workload certificate"))
-        .filter(|line| field(line, "spiffe_id") == Some(identity))
-        .filter_map(|line| field(line, "serial").map(str::to_string))
-        .collect()
-}
-
-fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
 }
 
 fn unix_now() -> f64 {
