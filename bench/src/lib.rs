@@ -10,7 +10,8 @@
 //! - reading a process's CPU and memory from `/proc` ([`resources`]);
 //! - the scenarios ([`scenario`]): baseline, Trellis one and two hops in pods, HAProxy
 //!   and nginx with configs it writes; the plan of workloads and loads ([`plan`]);
-//! - the run itself ([`run`]) and its reports ([`report`]): Markdown, SVG, JSON.
+//! - the run itself ([`run`]) and its reports ([`report`]): Markdown, SVG, JSON;
+//! - discovery at scale ([`discovery_scale`]): one controller, many proxy streams.
 //!
 //! # Layout
 //! - `load.rs`: settings and the run; `load/schedule.rs` the open-loop timetable and
@@ -23,8 +24,11 @@
 //!   (child processes), `scenario/reference.rs` (HAProxy, nginx),
 //!   `scenario/trellis.rs` (controller, proxy-init, sidecars).
 //! - `report.rs`: aggregation; `report/markdown.rs` and `report/svg.rs`.
+//! - `discovery_scale.rs`: the config, the controller and the figures;
+//!   `discovery_scale/stream.rs` one proxy-like discovery stream.
 //! - `error.rs`: the crate's [`Error`].
 
+pub mod discovery_scale;
 mod error;
 pub mod load;
 pub mod plan;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use trellis_bench::discovery_scale::{self, ScaleConfig};
 use trellis_bench::load::{self, LoadConfig, Pacing, Protocol, Target};
 use trellis_bench::plan::{Mode, Plan, Workload};
 use trellis_bench::run::{self, RunOptions};
@@ -34,6 +35,36 @@ enum Command {
     Run(RunArgs),
     /// Open connections, make one request on each, and hold them idle.
     Hold(HoldArgs),
+    /// One controller, many discovery streams: time to sync, change to last ACK, memory.
+    DiscoveryScale(DiscoveryScaleArgs),
+}
+
+#[derive(Args)]
+struct DiscoveryScaleArgs {
+    /// Services in the config directory (each a cluster IP and one port).
+    #[arg(long, env = "TRELLIS_BENCH_SERVICES", default_value_t = 2000)]
+    services: usize,
+    /// Endpoints per service (at most 255).
+    #[arg(long, env = "TRELLIS_BENCH_ENDPOINTS", default_value_t = 10)]
+    endpoints: usize,
+    /// Discovery streams, each on its own TLS connection.
+    #[arg(long, env = "TRELLIS_BENCH_STREAMS", default_value_t = 200)]
+    streams: usize,
+    /// Endpoint additions to measure, one after the other.
+    #[arg(long, env = "TRELLIS_BENCH_CHANGES", default_value_t = 5)]
+    changes: usize,
+    /// Where trellis-controller is (default: next to this binary).
+    #[arg(long, env = "TRELLIS_BENCH_TRELLIS_BIN")]
+    trellis_bin: Option<PathBuf>,
+    /// The work directory (config, dev CA, controller log); default: a new one in /tmp.
+    #[arg(long, env = "TRELLIS_BENCH_DIR")]
+    dir: Option<PathBuf>,
+    /// How long starting, the first sync or one change may take.
+    #[arg(long, env = "TRELLIS_BENCH_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Print one JSON object instead of the summary.
+    #[arg(long, env = "TRELLIS_BENCH_JSON")]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -161,7 +192,63 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => run_serve(args),
         Command::Run(args) => run_scenarios(args),
         Command::Hold(args) => run_hold(args),
+        Command::DiscoveryScale(args) => run_discovery_scale(args),
     }
+}
+
+fn run_discovery_scale(args: DiscoveryScaleArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=255).contains(&args.endpoints),
+        "--endpoints {}: must be 1 to 255",
+        args.endpoints
+    );
+    anyhow::ensure!(
+        args.services >= 1 && args.streams >= 1,
+        "--services and --streams must be at least 1"
+    );
+    let controller = match args.trellis_bin {
+        Some(dir) => dir,
+        None => std::env::current_exe()
+            .context("cannot find this program's own path")?
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+    }
+    .join(trellis_bench::scenario::CONTROLLER);
+    anyhow::ensure!(
+        controller.is_file(),
+        "{} is missing (cargo build --release -p trellis-control-plane, or --trellis-bin DIR)",
+        controller.display()
+    );
+    let dir = match args.dir {
+        Some(dir) => dir,
+        None => {
+            std::env::temp_dir().join(format!("trellis-discovery-scale-{}", std::process::id()))
+        }
+    };
+    let config = ScaleConfig {
+        services: args.services,
+        endpoints: args.endpoints,
+        streams: args.streams,
+        changes: args.changes,
+        controller,
+        dir,
+        timeout: args.timeout,
+    };
+    let report = discovery_scale::run(&config)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{report}");
+        println!("work directory: {}", config.dir.display());
+    }
+    anyhow::ensure!(
+        report.proxies_in_sync == report.streams,
+        "/proxies lists {} of {} streams in sync",
+        report.proxies_in_sync,
+        report.streams
+    );
+    Ok(())
 }
 
 fn run_load(args: LoadArgs) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use process::{Daemon, process_tree};
 pub use topology::{Place, Topology};
+pub use trellis::CONTROLLER;
 pub use trellis::missing_binaries as missing_trellis_binaries;
 
 use crate::Error;
