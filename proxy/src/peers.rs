@@ -1,6 +1,7 @@
 //! The static destination → identity map: which SPIFFE ID the server at an address
-//! must present. Destinations not in the map are forwarded as plain TCP
-//! (passthrough). The discovery service replaces this map in a later issue.
+//! must present, for destinations discovery does not know (outbound resolution asks
+//! the discovery directory first). It meshes a peer outside the controller's view;
+//! destinations in neither are forwarded as plain TCP (passthrough).
 //!
 //! The map comes from `--peer ADDR=ID` flags and/or a YAML file (`--peers`) of
 //! `"10.0.0.7": spiffe://…` or `"10.0.0.7:8080": spiffe://…` entries, re-read on
