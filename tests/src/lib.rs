@@ -19,6 +19,7 @@
 //! - `daemon.rs`: a child process that is stopped when dropped.
 //! - `echo.rs`: a TCP echo app on a thread inside a pod, and what a client sees of it;
 //!   `echo_service.rs`: the pods and YAML of the discovery stories' echo service.
+//! - `two_pods.rs`: the mTLS-path stories' client and server pods.
 //! - `capture.rs`: tcpdump on a link; `pcap.rs`: reading what it wrote.
 //! - `http.rs`: bare HTTP GETs and summing Prometheus counters.
 
@@ -36,6 +37,7 @@ pub mod pcap;
 mod pod;
 mod proxy_config;
 mod scripted;
+mod two_pods;
 
 pub use binaries::binary;
 pub use capture::Capture;
@@ -50,3 +52,4 @@ pub use names::Names;
 pub use pod::MeshPod;
 pub use proxy_config::ProxyConfig;
 pub use scripted::{ProxyStream, ScriptedController, World};
+pub use two_pods::TwoPods;

@@ -7,10 +7,10 @@
 //! certificates it was opened under have expired; then it opens a second one, whose
 //! handshake can only have used the renewed certificates.
 
-use std::net::SocketAddrV4;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use trellis_tests::{EchoServer, Mesh, MeshPod, host_can_run_pods, round_trip, wait_until};
+use trellis_tests::TwoPods;
+use trellis_tests::{MeshPod, host_can_run_pods, round_trip, wait_until};
 
 const APP_PORT: u16 = 7070;
 const CERT_LIFETIME: &str = "20s";
@@ -23,15 +23,13 @@ fn a_sidecar_renews_its_certificate_and_a_connection_open_across_the_renewal_kee
     if !host_can_run_pods(&[]) {
         return Ok(());
     }
-    let mut mesh = Mesh::start_with(&["--cert-lifetime", CERT_LIFETIME])?;
-    let mut server = mesh.pod("server", "shop", "server")?;
-    let mut client = mesh.pod("client", "storefront", "web")?;
-    server.start_sidecar()?;
-    client.start_sidecar()?;
-    mesh.publish_pod(&server)?;
-    client.wait_for_identity(server.ip, &server.identity)?;
-    let echo = EchoServer::start_in(server.netns(), APP_PORT)?;
-    let target = SocketAddrV4::new(server.ip, APP_PORT);
+    let TwoPods {
+        echo,
+        client,
+        server,
+        mesh,
+        target,
+    } = TwoPods::start(&["--cert-lifetime", CERT_LIFETIME], &[], APP_PORT)?;
 
     // The app opens a connection under the first certificates and uses it.
     let first_expiry = [cert_expiry(&server)?, cert_expiry(&client)?];

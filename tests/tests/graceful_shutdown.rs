@@ -10,6 +10,7 @@ use std::net::{Shutdown, SocketAddrV4, TcpStream};
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use trellis_tests::TwoPods;
 use trellis_tests::{
     EchoServer, Mesh, MeshPod, ends_unanswered, host_can_run_pods, http_get, round_trip, wait_until,
 };
@@ -33,16 +34,14 @@ struct Scene {
 
 impl Scene {
     fn start(drain: Duration) -> anyhow::Result<Scene> {
-        let mut mesh = Mesh::start()?;
-        let mut server = mesh.pod("server", "shop", "server")?;
-        let mut client = mesh.pod("client", "storefront", "web")?;
         let drain_timeout = format!("{}s", drain.as_secs());
-        server.start_sidecar_with(&["--drain-timeout", &drain_timeout])?;
-        client.start_sidecar()?;
-        mesh.publish_pod(&server)?;
-        client.wait_for_identity(server.ip, &server.identity)?;
-        let echo = EchoServer::start_in(server.netns(), APP_PORT)?;
-        let target = SocketAddrV4::new(server.ip, APP_PORT);
+        let TwoPods {
+            echo,
+            client,
+            server,
+            mesh,
+            target,
+        } = TwoPods::start(&[], &["--drain-timeout", &drain_timeout], APP_PORT)?;
         let mut conn = client.connect(target)?;
         assert_eq!(
             round_trip(&mut conn, "before SIGTERM\n")?,

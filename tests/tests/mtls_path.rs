@@ -11,6 +11,7 @@ use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{SocketAddrV4, TcpStream};
 use std::time::Duration;
 
+use trellis_tests::TwoPods;
 use trellis_tests::pcap::{self, TlsRecord};
 use trellis_tests::{Capture, EchoServer, Mesh, host_can_run_pods, wait_until};
 
@@ -23,18 +24,16 @@ fn a_plain_tcp_client_in_one_pod_reaches_a_server_in_another_over_mutual_tls() -
     if !host_can_run_pods(&[("tcpdump", "tcpdump")]) {
         return Ok(());
     }
-    let mut mesh = Mesh::start()?;
-    let mut server = mesh.pod("server", "shop", "server")?;
-    let mut client = mesh.pod("client", "storefront", "web")?;
-    server.start_sidecar()?;
-    client.start_sidecar()?;
-    mesh.publish_pod(&server)?;
-    client.wait_for_identity(server.ip, &server.identity)?;
-    let echo = EchoServer::start_in(server.netns(), APP_PORT)?;
+    let TwoPods {
+        echo,
+        client,
+        server,
+        mesh,
+        target,
+    } = TwoPods::start(&[], &[], APP_PORT)?;
 
     let capture = Capture::start(server.host_veth(), &mesh.dir().join("server.pcap"))?;
     let marker = format!("trellis-marker-{}-{}", mesh.names.tag, std::process::id());
-    let target = SocketAddrV4::new(server.ip, APP_PORT);
     let sent = marker.clone();
     let echoed = trellis_netns::run_in(client.netns(), move || -> std::io::Result<Vec<String>> {
         let mut conn = TcpStream::connect_timeout(&target.into(), Duration::from_secs(5))?;

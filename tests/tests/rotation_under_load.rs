@@ -13,7 +13,8 @@ use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use trellis_tests::{EchoServer, Mesh, MeshPod, host_can_run_pods, round_trip, wait_until};
+use trellis_tests::TwoPods;
+use trellis_tests::{MeshPod, host_can_run_pods, round_trip, wait_until};
 
 const APP_PORT: u16 = 7070;
 const CERT_LIFETIME: &str = "20s";
@@ -37,15 +38,13 @@ fn certificates_rotate_twice_under_load_without_a_failed_request_or_a_dropped_co
     if !host_can_run_pods(&[]) {
         return Ok(());
     }
-    let mut mesh = Mesh::start_with(&["--cert-lifetime", CERT_LIFETIME])?;
-    let mut server = mesh.pod("server", "shop", "server")?;
-    let mut client = mesh.pod("client", "storefront", "web")?;
-    server.start_sidecar()?;
-    client.start_sidecar()?;
-    mesh.publish_pod(&server)?;
-    client.wait_for_identity(server.ip, &server.identity)?;
-    let echo = EchoServer::start_in(server.netns(), APP_PORT)?;
-    let target = SocketAddrV4::new(server.ip, APP_PORT);
+    let TwoPods {
+        echo,
+        client,
+        server,
+        mesh,
+        target,
+    } = TwoPods::start(&["--cert-lifetime", CERT_LIFETIME], &[], APP_PORT)?;
 
     // The long-lived connections are opened under the first certificates, so that
     // they must live through both renewals.
