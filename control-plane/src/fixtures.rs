@@ -201,3 +201,20 @@ pub async fn get_text(addr: SocketAddr, path: &str) -> String {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_string()
 }
+
+/// What `model` would push now, as `Kind namespace/name` → resource: how the source
+/// tests see the result of what they fed it.
+pub fn pushed_objects(
+    model: &crate::model::Model,
+) -> std::collections::BTreeMap<String, trellis_proto::discovery::v1::resource::Kind> {
+    model.rebuild();
+    let snapshot = model.current().expect("the sources have synced");
+    let mut objects = std::collections::BTreeMap::new();
+    for kind in crate::model::Kind::ALL {
+        for named in &snapshot.get(kind).resources {
+            let object = named.resource.kind.clone().expect("a resource has a kind");
+            objects.insert(format!("{kind} {}", named.name), object);
+        }
+    }
+    objects
+}

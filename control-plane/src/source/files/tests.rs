@@ -13,7 +13,7 @@ use trellis_proto::discovery::v1::{
 use super::*;
 use crate::fixtures::ScratchDir;
 use crate::metrics::Metrics;
-use crate::model::{Kind, Model};
+use crate::model::Model;
 
 /// A shop with a web service: every kind, in one file of four documents.
 const SHOP: &str = r#"# The web tier of the shop.
@@ -100,16 +100,7 @@ impl Fixture {
 
     /// What the model would push now, as `Kind namespace/name` → resource.
     fn objects(&self) -> BTreeMap<String, resource::Kind> {
-        self.model.rebuild();
-        let snapshot = self.model.current().expect("the file source has synced");
-        let mut objects = BTreeMap::new();
-        for kind in Kind::ALL {
-            for named in &snapshot.get(kind).resources {
-                let object = named.resource.kind.clone().expect("a resource has a kind");
-                objects.insert(format!("{kind} {}", named.name), object);
-            }
-        }
-        objects
+        crate::fixtures::pushed_objects(&self.model)
     }
 
     fn names(&self) -> Vec<String> {

@@ -94,16 +94,7 @@ impl Fixture {
 
     /// What the model would push now, as `Kind namespace/name` → resource.
     fn objects(&self) -> BTreeMap<String, resource::Kind> {
-        self.model.rebuild();
-        let snapshot = self.model.current().expect("the source has synced");
-        let mut objects = BTreeMap::new();
-        for kind in Kind::ALL {
-            for named in &snapshot.get(kind).resources {
-                let object = named.resource.kind.clone().expect("a resource has a kind");
-                objects.insert(format!("{kind} {}", named.name), object);
-            }
-        }
-        objects
+        crate::fixtures::pushed_objects(&self.model)
     }
 
     fn names(&self) -> Vec<String> {
