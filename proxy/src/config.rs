@@ -47,6 +47,15 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// The fraction of a certificate's lifetime after which it is renewed.
     pub renew_at: f64,
+    /// How long a client may stay silent before its connection is taken to be a
+    /// server-speaks-first protocol and forwarded opaque.
+    #[serde(serialize_with = "duration")]
+    pub detect_timeout: Duration,
+    /// How long an HTTP request may wait for its response headers (504 after).
+    #[serde(serialize_with = "duration")]
+    pub response_timeout: Duration,
+    /// Ports never detected nor parsed, outbound and inbound (MySQL, SMTP…).
+    pub opaque_ports: Vec<u16>,
 }
 
 impl Config {
@@ -73,6 +82,9 @@ impl Config {
             require_mtls: false,
             drain_timeout: Duration::from_secs(30),
             renew_at: 0.7,
+            detect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(30),
+            opaque_ports: Vec::new(),
         }
     }
 }

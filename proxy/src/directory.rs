@@ -10,13 +10,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 use trellis_identity::SpiffeId;
 use trellis_proto::discovery::v1 as pb;
 use trellis_proto::discovery::v1::{resource::Kind, service_port::Target, type_url};
 
+use crate::balance::{self, EndpointLoad, Registry};
 use crate::orig_dst::OrigDstAddr;
 
 /// Why a pushed set was refused; the message goes back to the controller in the NACK.
@@ -42,13 +42,12 @@ pub enum Destination {
 /// One port of a service, with the endpoints behind it.
 #[derive(Debug, Serialize)]
 pub struct ServiceTarget {
-    /// `namespace/name:port`, for logs and metrics.
+    /// `namespace/name:port`, for logs.
     pub name: String,
+    /// `name.namespace.svc.cluster.local:port`: the request authority in metrics.
+    pub authority: String,
     pub protocol: &'static str,
     pub endpoints: Vec<EndpointTarget>,
-    /// Round-robin position; the balancer proper comes with the HTTP data plane.
-    #[serde(skip)]
-    next: AtomicUsize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -58,16 +57,33 @@ pub struct EndpointTarget {
     #[serde(serialize_with = "crate::config::display_opt")]
     pub identity: Option<SpiffeId>,
     pub weight: u32,
+    /// Its latency and health as the balancer sees them, kept across updates.
+    #[serde(rename = "balancer", serialize_with = "load_view")]
+    pub load: Arc<EndpointLoad>,
+}
+
+fn load_view<S: serde::Serializer>(load: &Arc<EndpointLoad>, s: S) -> Result<S::Ok, S::Error> {
+    load.view().serialize(s)
 }
 
 impl ServiceTarget {
-    /// The next endpoint in turn, or `None` when the service has no ready endpoint.
-    pub fn pick(&self) -> Option<&EndpointTarget> {
-        if self.endpoints.is_empty() {
-            return None;
+    /// The endpoint the balancer chooses, among those not in `tried`; `None` when
+    /// there is none left.
+    pub fn pick(&self, tried: &[SocketAddr]) -> Option<&EndpointTarget> {
+        if tried.is_empty() {
+            return balance::pick(&self.endpoints, |e| (&e.load, e.weight));
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.endpoints.get(i % self.endpoints.len())
+        let left: Vec<&EndpointTarget> = self
+            .endpoints
+            .iter()
+            .filter(|e| !tried.contains(&e.addr))
+            .collect();
+        balance::pick(&left, |e| (&e.load, e.weight)).copied()
+    }
+
+    /// Whether the service says this port is opaque TCP: never detected or parsed.
+    pub fn is_opaque(&self) -> bool {
+        self.protocol == "tcp"
     }
 }
 
@@ -120,12 +136,16 @@ impl Resources {
 #[derive(Debug, Default)]
 pub struct Directory {
     resources: Resources,
+    /// The balancer's view of every endpoint, shared with the next directory.
+    loads: Arc<Registry>,
     services: HashMap<SocketAddr, Arc<ServiceTarget>>,
     pods: HashMap<IpAddr, SpiffeId>,
 }
 
 impl Directory {
-    pub fn build(resources: Resources) -> Directory {
+    /// The tables of `resources`, with the endpoints' balancer state from `loads`
+    /// (the previous directory's, so that an update does not forget latencies).
+    pub fn build(resources: Resources, loads: Arc<Registry>) -> Directory {
         let endpoints: HashMap<(&str, &str), &pb::Endpoints> = resources
             .kinds(type_url::ENDPOINTS)
             .filter_map(|k| match k {
@@ -150,11 +170,14 @@ impl Directory {
             for port in &service.ports {
                 let target = Arc::new(ServiceTarget {
                     name: format!("{}/{}:{}", service.namespace, service.name, port.port),
+                    authority: format!(
+                        "{}.{}.svc.cluster.local:{}",
+                        service.name, service.namespace, port.port
+                    ),
                     protocol: protocol_name(port.protocol),
                     endpoints: backing
-                        .map(|e| endpoint_targets(e, port))
+                        .map(|e| endpoint_targets(e, port, &loads))
                         .unwrap_or_default(),
-                    next: AtomicUsize::new(0),
                 });
                 for ip in service.cluster_ips.iter().filter_map(|ip| ip.parse().ok()) {
                     let Ok(port_number) = u16::try_from(port.port) else {
@@ -166,6 +189,7 @@ impl Directory {
         }
         Directory {
             resources,
+            loads,
             services,
             pods,
         }
@@ -173,6 +197,10 @@ impl Directory {
 
     pub fn resources(&self) -> &Resources {
         &self.resources
+    }
+
+    pub fn loads(&self) -> &Arc<Registry> {
+        &self.loads
     }
 
     pub fn resolve(&self, dst: OrigDstAddr) -> Destination {
@@ -232,7 +260,11 @@ struct VersionView<'a> {
 }
 
 /// The ready endpoints of `endpoints` at the port `port` targets.
-fn endpoint_targets(endpoints: &pb::Endpoints, port: &pb::ServicePort) -> Vec<EndpointTarget> {
+fn endpoint_targets(
+    endpoints: &pb::Endpoints,
+    port: &pb::ServicePort,
+    loads: &Registry,
+) -> Vec<EndpointTarget> {
     endpoints
         .endpoints
         .iter()
@@ -246,10 +278,12 @@ fn endpoint_targets(endpoints: &pb::Endpoints, port: &pb::ServicePort) -> Vec<En
                 }
                 None => port.port,
             };
+            let addr = SocketAddr::new(ip, u16::try_from(target_port).ok()?);
             Some(EndpointTarget {
-                addr: SocketAddr::new(ip, u16::try_from(target_port).ok()?),
+                addr,
                 identity: identity_of(e),
                 weight: e.weight.max(1),
+                load: loads.get(addr),
             })
         })
         .collect()

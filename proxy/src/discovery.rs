@@ -111,7 +111,8 @@ impl Discovery {
         {
             Ok(next) => {
                 let count = next.count(known);
-                self.directory.store(Arc::new(Directory::build(next)));
+                self.directory
+                    .store(Arc::new(Directory::build(next, current.loads().clone())));
                 self.count(known, "ack");
                 tracing::info!(type_url = known, version = %version_info, resources = count, "applied");
                 pb::DiscoveryRequest {

@@ -62,6 +62,8 @@ pub enum ConnError {
     NoEndpoints(String),
     #[error("a connection to the proxy's own port {0} would loop")]
     Loop(u16),
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -79,6 +81,7 @@ impl ConnError {
             ConnError::PlaintextRefused => "plaintext_refused",
             ConnError::NoEndpoints(_) => "no_endpoints",
             ConnError::Loop(_) => "loop",
+            ConnError::Http(_) => "http",
             ConnError::Io(_) => "io",
         }
     }

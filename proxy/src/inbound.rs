@@ -1,110 +1,186 @@
-//! Connections from outside the pod to the app: detect mesh TLS, terminate it, record
-//! the caller's identity, and forward to the app on `127.0.0.1:<original port>`.
+//! Connections from outside the pod to the app: detect what they speak, terminate
+//! mesh mTLS and record the caller's identity, serve HTTP through the HTTP data plane
+//! ([`crate::http::inbound`]), and forward anything else to the app on
+//! `127.0.0.1:<original port>`.
+//!
+//! Peer sidecars arrive two ways: on an app port (redirected here, opaque TCP or an
+//! HTTP upgrade, over mTLS), or on this proxy's inbound port itself (the multiplexed
+//! HTTP/2 mesh transport, which names each request's app port).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use trellis_identity::SpiffeId;
 
-use crate::Config;
 use crate::detect::{self, Protocol};
 use crate::error::ConnError;
 use crate::forward::forward;
-use crate::listener::{self, Accepted, Direction};
+use crate::http::inbound::HttpInbound;
+use crate::http::pool::Version;
+use crate::listener::{self, Accepted, Direction, Served};
 use crate::metrics::Metrics;
 use crate::orig_dst::{OrigDstAddr, orig_dst};
+use crate::outbound::detect_label;
 use crate::tls::MeshTls;
-
-/// How long a client may stay silent before it is taken to speak second
-/// (server-speaks-first protocols such as SMTP or MySQL) and forwarded opaque.
-const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Inbound {
-    tls: MeshTls,
-    require_mtls: bool,
-    /// The proxy's own ports: a connection whose original destination is one of
-    /// them was not redirected, and forwarding it would loop.
-    own_ports: [u16; 2],
-    metrics: Arc<Metrics>,
+    pub tls: MeshTls,
+    pub require_mtls: bool,
+    /// This proxy's inbound port (the mesh transport's) and outbound port (a
+    /// connection to it from outside would loop).
+    pub inbound_port: u16,
+    pub outbound_port: u16,
+    /// App ports that are never parsed as HTTP.
+    pub opaque_ports: Arc<[u16]>,
+    pub detect_timeout: Duration,
+    pub http: Arc<HttpInbound>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
 }
 
 impl Inbound {
-    pub fn new(config: &Config, tls: MeshTls, metrics: Arc<Metrics>) -> Self {
-        Inbound {
-            tls,
-            require_mtls: config.require_mtls,
-            own_ports: [config.inbound_addr.port(), config.outbound_addr.port()],
-            metrics,
-        }
-    }
-
     pub async fn handle(self, conn: Accepted) {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let (tls, result) = self.proxy(conn.stream).await;
         listener::closed(&self.metrics, Direction::Inbound, tls, &result, started);
     }
 
-    async fn proxy(&self, stream: TcpStream) -> (bool, Result<(u64, u64), ConnError>) {
-        let dst = match orig_dst(&stream) {
+    async fn proxy(&self, stream: TcpStream) -> (bool, Result<Served, ConnError>) {
+        let dst = match self.destination(&stream) {
             Ok(dst) => dst,
             Err(e) => return (false, Err(ConnError::OrigDst(e))),
         };
         tracing::Span::current().record("dst", tracing::field::display(dst));
-        if self.own_ports.contains(&dst.0.port()) {
+        if dst.0.port() == self.outbound_port {
             return (false, Err(ConnError::Loop(dst.0.port())));
         }
-        let (protocol, io) = match detect::detect(stream, DETECT_TIMEOUT).await {
+        let mesh_port = dst.0.port() == self.inbound_port;
+        let (detection, io) = match detect::detect(stream, self.detect_timeout).await {
             Ok(detected) => detected,
             Err(e) => return (false, Err(ConnError::Io(e))),
         };
-        match protocol {
-            Protocol::MeshTls => {
-                let (mut tls, client_id) = match self.tls.accept(io).await {
-                    Ok(accepted) => {
-                        self.metrics.handshake(Direction::Inbound, "ok");
-                        accepted
-                    }
-                    Err(e) => {
-                        self.metrics.handshake(Direction::Inbound, e.kind());
-                        return (true, Err(e));
-                    }
-                };
-                tracing::info!(client_id = %client_id, "mTLS accepted");
-                self.metrics.opened(
-                    Direction::Inbound,
-                    true,
-                    client_id.to_string(),
-                    String::new(),
-                );
-                (true, self.to_app(&mut tls, dst).await)
-            }
-            Protocol::Opaque if self.require_mtls => (false, Err(ConnError::PlaintextRefused)),
-            Protocol::Opaque => {
-                self.metrics
-                    .opened(Direction::Inbound, false, String::new(), String::new());
-                let mut io = io;
-                (false, self.to_app(&mut io, dst).await)
-            }
+        self.metrics.detected(
+            Direction::Inbound,
+            if detection.timed_out {
+                "opaque_timeout"
+            } else {
+                detect_label(detection.protocol)
+            },
+        );
+        if detection.protocol == Protocol::MeshTls {
+            let (tls, client_id) = match self.tls.accept(io).await {
+                Ok(accepted) => {
+                    self.metrics.handshake(Direction::Inbound, "ok");
+                    accepted
+                }
+                Err(e) => {
+                    self.metrics.handshake(Direction::Inbound, e.kind());
+                    return (true, Err(e));
+                }
+            };
+            tracing::info!(client_id = %client_id, "mTLS accepted");
+            self.metrics.opened(
+                Direction::Inbound,
+                true,
+                client_id.to_string(),
+                String::new(),
+            );
+            return (true, self.decrypted(tls, dst, client_id, mesh_port).await);
+        }
+        if self.require_mtls {
+            return (false, Err(ConnError::PlaintextRefused));
+        }
+        if mesh_port {
+            // Only peer sidecars speak to the inbound port itself, and only over mTLS.
+            return (false, Err(ConnError::Loop(dst.0.port())));
+        }
+        self.metrics
+            .opened(Direction::Inbound, false, String::new(), String::new());
+        let version = match detection.protocol {
+            Protocol::Http1 => Version::Http1,
+            Protocol::Http2 => Version::Http2,
+            _ => return (false, self.to_app(io, dst).await),
+        };
+        if self.opaque_ports.contains(&dst.0.port()) {
+            return (false, self.to_app(io, dst).await);
+        }
+        let served = self
+            .http
+            .clone()
+            .serve(io, version, dst.0, None, self.shutdown.clone())
+            .await;
+        (
+            false,
+            served.map(|()| Served::Http).map_err(ConnError::from),
+        )
+    }
+
+    /// What a peer sidecar sent inside mTLS: HTTP (the mesh transport, or an
+    /// upgrade), or opaque bytes for the app port.
+    async fn decrypted<S>(
+        &self,
+        tls: S,
+        dst: OrigDstAddr,
+        client_id: SpiffeId,
+        mesh_port: bool,
+    ) -> Result<Served, ConnError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        if !mesh_port && self.opaque_ports.contains(&dst.0.port()) {
+            return self.to_app(tls, dst).await;
+        }
+        let (detection, io) = detect::detect(tls, self.detect_timeout).await?;
+        let version = match detection.protocol {
+            Protocol::Http1 => Version::Http1,
+            Protocol::Http2 => Version::Http2,
+            _ if mesh_port => return Err(ConnError::Loop(dst.0.port())),
+            _ => return self.to_app(io, dst).await,
+        };
+        self.http
+            .clone()
+            .serve(io, version, dst.0, Some(client_id), self.shutdown.clone())
+            .await?;
+        Ok(Served::Http)
+    }
+
+    /// Where the connection was going: the app port it was redirected from, or, for
+    /// the mesh transport (never redirected), this proxy's inbound port.
+    fn destination(&self, stream: &TcpStream) -> std::io::Result<OrigDstAddr> {
+        match orig_dst(stream) {
+            Ok(dst) => Ok(dst),
+            Err(e) => match stream.local_addr() {
+                Ok(local) if local.port() == self.inbound_port => Ok(OrigDstAddr(local)),
+                _ => Err(e),
+            },
         }
     }
 
-    async fn to_app<C>(&self, client: &mut C, dst: OrigDstAddr) -> Result<(u64, u64), ConnError>
+    async fn to_app<C>(&self, mut client: C, dst: OrigDstAddr) -> Result<Served, ConnError>
     where
         C: AsyncRead + AsyncWrite + Unpin,
     {
-        // The app is reached over loopback, which proxy-init never redirects.
-        let loopback = match dst.0.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        };
-        let app = SocketAddr::new(loopback, dst.0.port());
+        let app = app_addr(dst.0.ip(), dst.0.port());
         let mut server = TcpStream::connect(app)
             .await
             .map_err(|source| ConnError::Connect { addr: app, source })?;
         let _ = server.set_nodelay(true);
-        Ok(forward(client, &mut server, Direction::Inbound, &self.metrics).await?)
+        let bytes = forward(&mut client, &mut server, Direction::Inbound, &self.metrics).await?;
+        Ok(Served::bytes(bytes))
     }
+}
+
+/// Where the app listens for connections to `port` of the pod address `pod_ip`:
+/// loopback, which proxy-init never redirects, of the same family.
+pub fn app_addr(pod_ip: IpAddr, port: u16) -> SocketAddr {
+    let loopback = match pod_ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    };
+    SocketAddr::new(loopback, port)
 }

@@ -24,6 +24,7 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod balance;
 pub mod config;
 pub mod controller;
 pub mod detect;
@@ -31,10 +32,12 @@ pub mod directory;
 pub mod discovery;
 pub mod error;
 pub mod forward;
+pub mod http;
 pub mod identity;
 pub mod inbound;
 pub mod listener;
 pub mod metrics;
+pub mod opaque;
 pub mod orig_dst;
 pub mod outbound;
 pub mod peers;
@@ -49,6 +52,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use error::Error;
+
+/// How many server-speaks-first destinations the outbound side remembers, and for
+/// how long: enough for every such service a pod talks to, short enough that a
+/// destination that changes protocol is detected again within minutes.
+const OPAQUE_MEMORY_CAPACITY: usize = 10_000;
+const OPAQUE_MEMORY_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The sockets the proxy serves, bound by the caller so that tests can bind
 /// `127.0.0.1:0`. Inbound and outbound have an IPv6 twin when the pod has IPv6,
@@ -112,18 +121,55 @@ pub async fn run(
     ));
 
     let tls = tls::MeshTls::new(identity.clone())?;
-    let inbound = inbound::Inbound::new(&config, tls.clone(), metrics.clone());
-    let outbound = outbound::Outbound::new(
-        tls,
-        directory,
-        peers,
-        metrics.clone(),
-        listeners
+    let opaque_ports: Arc<[u16]> = config.opaque_ports.clone().into();
+    let inbound = inbound::Inbound {
+        tls: tls.clone(),
+        require_mtls: config.require_mtls,
+        inbound_port: config.inbound_addr.port(),
+        outbound_port: config.outbound_addr.port(),
+        opaque_ports: opaque_ports.clone(),
+        detect_timeout: config.detect_timeout,
+        http: Arc::new(http::inbound::HttpInbound {
+            local: http::pool::LocalPool::new(),
+            metrics: metrics.clone(),
+            response_timeout: config.response_timeout,
+            mesh_port: config.inbound_addr.port(),
+        }),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let outbound = outbound::Outbound {
+        tls: tls.clone(),
+        directory: directory.clone(),
+        peers: peers.clone(),
+        metrics: metrics.clone(),
+        own_addrs: listeners
             .outbound
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect(),
-    );
+        http: Arc::new(http::outbound::HttpOutbound {
+            directory,
+            peers,
+            // Every sidecar's inbound port is the one DESIGN.md fixes; ours is it.
+            mesh: http::pool::MeshPool::new(
+                tls.clone(),
+                config.inbound_addr.port(),
+                metrics.clone(),
+            ),
+            local: http::pool::LocalPool::new(),
+            tls,
+            metrics: metrics.clone(),
+            response_timeout: config.response_timeout,
+        }),
+        opaque_ports,
+        opaque_memory: Arc::new(opaque::OpaqueMemory::new(
+            OPAQUE_MEMORY_CAPACITY,
+            OPAQUE_MEMORY_TTL,
+        )),
+        detect_timeout: config.detect_timeout,
+        shutdown: shutdown.clone(),
+    };
     let connections = tokio_util::task::TaskTracker::new();
     let accepting = tokio_util::task::TaskTracker::new();
     for listener in listeners.inbound {

@@ -84,20 +84,39 @@ pub struct Accepted {
     pub client: SocketAddr,
 }
 
+/// How a connection was served, once it ended well.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// Forwarded as opaque bytes: read from and written to the client.
+    Bytes { read: u64, written: u64 },
+    /// Served as HTTP: its requests are counted and logged on their own.
+    Http,
+}
+
+impl Served {
+    pub fn bytes((read, written): (u64, u64)) -> Served {
+        Served::Bytes { read, written }
+    }
+}
+
 /// Accounts for a connection that ended: counted by outcome and logged once, in its
 /// span, with its byte counts or its error.
 pub fn closed(
     metrics: &Metrics,
     direction: Direction,
     tls: bool,
-    result: &Result<(u64, u64), ConnError>,
+    result: &Result<Served, ConnError>,
     started: Instant,
 ) {
     let duration = started.elapsed();
     match result {
-        Ok((read, written)) => {
+        Ok(Served::Bytes { read, written }) => {
             metrics.closed(direction, tls, "ok");
             tracing::info!(read, written, ?duration, "closed");
+        }
+        Ok(Served::Http) => {
+            metrics.closed(direction, tls, "ok");
+            tracing::info!(?duration, "closed");
         }
         Err(error) => {
             metrics.closed(direction, tls, error.kind());

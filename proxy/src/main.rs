@@ -68,6 +68,17 @@ struct Args {
     /// Renew the certificate after this fraction of its lifetime.
     #[arg(long, env = "TRELLIS_RENEW_AT", default_value_t = 0.7, value_parser = parse_fraction)]
     renew_at: f64,
+    /// How long a client may stay silent before its connection is forwarded as
+    /// opaque TCP (server-speaks-first protocols such as SMTP or MySQL).
+    #[arg(long, env = "TRELLIS_DETECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    detect_timeout: Duration,
+    /// How long an HTTP request may wait for its response headers before the proxy
+    /// answers 504 (gRPC: DEADLINE_EXCEEDED).
+    #[arg(long, env = "TRELLIS_RESPONSE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    response_timeout: Duration,
+    /// Ports whose traffic is never detected nor parsed (comma-separated).
+    #[arg(long, env = "TRELLIS_OPAQUE_PORTS", value_delimiter = ',')]
+    opaque_ports: Vec<u16>,
     /// Log format.
     #[arg(long, env = "TRELLIS_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
     log_format: String,
@@ -122,6 +133,9 @@ impl Args {
         config.require_mtls = self.require_mtls;
         config.drain_timeout = self.drain_timeout;
         config.renew_at = self.renew_at;
+        config.detect_timeout = self.detect_timeout;
+        config.response_timeout = self.response_timeout;
+        config.opaque_ports = self.opaque_ports;
         Ok(config)
     }
 }

@@ -1,12 +1,14 @@
 //! The proxy's Prometheus metrics, served as text on the admin port's `/metrics`.
 //!
-//! Label values are bounded: directions, booleans, outcomes, and peer SPIFFE IDs
-//! (one per ServiceAccount, as Linkerd's `client_id`), never addresses or paths.
+//! Label values are bounded: directions, booleans, outcomes, peer SPIFFE IDs (one per
+//! ServiceAccount, as Linkerd's `client_id`), and request authorities the directory
+//! knows (services, pods, the app's ports); never paths or client-chosen names.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::listener::Direction;
@@ -54,6 +56,49 @@ pub struct DiscoveryLabels {
     pub outcome: &'static str,
 }
 
+/// One HTTP request: which way, to what, and with whom.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub direction: &'static str,
+    /// Outbound: the service (`name.namespace.svc.cluster.local:port`) or the pod
+    /// address the request went to; inbound: the app's address. Never a Host header,
+    /// which the caller controls.
+    pub authority: String,
+    /// The peer's verified SPIFFE ID (the server outbound, the caller inbound), or
+    /// empty for plaintext.
+    pub peer_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResponseLabels {
+    pub direction: &'static str,
+    pub authority: String,
+    pub peer_id: String,
+    /// `2xx`, `4xx`, `5xx`…
+    pub status_class: &'static str,
+    /// The gRPC status code from the headers or trailers, empty when not gRPC.
+    pub grpc_status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DetectLabels {
+    pub direction: &'static str,
+    /// `http1`, `http2`, `mesh_tls`, `tls`, `opaque`, or how detection was skipped or
+    /// gave up: `opaque_port` (configured), `opaque_timeout` (the client said nothing
+    /// in time), `opaque_remembered` (it said nothing last time).
+    pub protocol: &'static str,
+}
+
+/// Response latency buckets, in milliseconds (Linkerd's `response_latency_ms`).
+const LATENCY_BUCKETS_MS: [f64; 19] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
+    1_000.0, 5_000.0, 10_000.0, 30_000.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS_MS)
+}
+
 /// Every metric the proxy records; cheap to clone (the families are shared).
 #[derive(Debug)]
 pub struct Metrics {
@@ -71,6 +116,10 @@ pub struct Metrics {
     pub discovery_updates: Family<DiscoveryLabels, Counter>,
     /// 1 while the discovery stream is open.
     pub discovery_connected: Gauge,
+    pub requests: Family<RequestLabels, Counter>,
+    pub responses: Family<ResponseLabels, Counter>,
+    pub response_latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub detections: Family<DetectLabels, Counter>,
 }
 
 impl Metrics {
@@ -85,6 +134,13 @@ impl Metrics {
         let certify = Family::<CertifyLabels, Counter>::default();
         let discovery_updates = Family::<DiscoveryLabels, Counter>::default();
         let discovery_connected = Gauge::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let responses = Family::<ResponseLabels, Counter>::default();
+        let response_latency =
+            Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let detections = Family::<DetectLabels, Counter>::default();
         registry.register("tcp_open", "TCP connections accepted", tcp_open.clone());
         registry.register("tcp_close", "TCP connections closed", tcp_close.clone());
         registry.register(
@@ -122,6 +178,22 @@ impl Metrics {
             "Whether the discovery stream to the controller is open",
             discovery_connected.clone(),
         );
+        registry.register("request", "HTTP requests", requests.clone());
+        registry.register(
+            "response",
+            "HTTP responses, counted when their body ends",
+            responses.clone(),
+        );
+        registry.register(
+            "response_latency_ms",
+            "Time from a request to its response headers, in milliseconds",
+            response_latency.clone(),
+        );
+        registry.register(
+            "detect",
+            "Connections by the protocol detection found (or why it was skipped)",
+            detections.clone(),
+        );
         Metrics {
             registry,
             tcp_open,
@@ -133,7 +205,20 @@ impl Metrics {
             certify,
             discovery_updates,
             discovery_connected,
+            requests,
+            responses,
+            response_latency,
+            detections,
         }
+    }
+
+    pub fn detected(&self, direction: Direction, protocol: &'static str) {
+        self.detections
+            .get_or_create(&DetectLabels {
+                direction: direction.as_str(),
+                protocol,
+            })
+            .inc();
     }
 
     pub fn handshake(&self, direction: Direction, outcome: &'static str) {

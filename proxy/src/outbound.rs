@@ -1,61 +1,67 @@
 //! Connections from the app to the world: find out where they were going, resolve
-//! that through discovery (a service's virtual IP → one of its endpoints; a meshed
-//! pod → its identity), and reach a meshed endpoint over mTLS as the identity it is
-//! known by, or anything else as plain TCP (passthrough).
+//! that through discovery (a service's virtual IP → its endpoints; a meshed pod →
+//! its identity), detect what the app speaks, and hand HTTP to the HTTP data plane
+//! ([`crate::http::outbound`]); anything else is forwarded as opaque bytes, over mTLS
+//! to a meshed endpoint.
+//!
+//! A destination the mesh does not know is passed through untouched: no detection,
+//! no parsing, no added wait.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use trellis_identity::SpiffeId;
 
+use crate::balance::InFlight;
+use crate::detect::{self, Protocol};
 use crate::directory::{Destination, Directory};
 use crate::error::ConnError;
 use crate::forward::forward;
-use crate::listener::{self, Accepted, Direction};
+use crate::http::outbound::HttpOutbound;
+use crate::http::pool::Version;
+use crate::listener::{self, Accepted, Direction, Served};
 use crate::metrics::Metrics;
-use crate::orig_dst::orig_dst;
+use crate::opaque::OpaqueMemory;
+use crate::orig_dst::{OrigDstAddr, orig_dst};
 use crate::peers::Peers;
 use crate::tls::MeshTls;
 
+/// How many endpoints one opaque connection may try when connects fail.
+const MAX_ATTEMPTS: usize = 3;
+
 #[derive(Clone)]
 pub struct Outbound {
-    tls: MeshTls,
+    pub tls: MeshTls,
     /// What discovery says: services (balanced) and meshed pods.
-    directory: Arc<ArcSwap<Directory>>,
+    pub directory: Arc<ArcSwap<Directory>>,
     /// Static identities for destinations discovery does not know.
-    peers: Arc<Peers>,
-    metrics: Arc<Metrics>,
+    pub peers: Arc<Peers>,
+    pub metrics: Arc<Metrics>,
     /// The outbound listeners' own addresses: a connection made straight to one was
     /// not redirected, and forwarding it would loop back here.
-    own_addrs: Vec<SocketAddr>,
+    pub own_addrs: Vec<SocketAddr>,
+    pub http: Arc<HttpOutbound>,
+    /// Ports never detected (server-speaks-first protocols the operator named).
+    pub opaque_ports: Arc<[u16]>,
+    /// Destinations whose clients were silent until the detection deadline.
+    pub opaque_memory: Arc<OpaqueMemory>,
+    pub detect_timeout: Duration,
+    pub shutdown: CancellationToken,
 }
 
 impl Outbound {
-    pub fn new(
-        tls: MeshTls,
-        directory: Arc<ArcSwap<Directory>>,
-        peers: Arc<Peers>,
-        metrics: Arc<Metrics>,
-        own_addrs: Vec<SocketAddr>,
-    ) -> Self {
-        Outbound {
-            tls,
-            directory,
-            peers,
-            metrics,
-            own_addrs,
-        }
-    }
-
     pub async fn handle(self, conn: Accepted) {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let (tls, result) = self.proxy(conn.stream).await;
         listener::closed(&self.metrics, Direction::Outbound, tls, &result, started);
     }
 
-    async fn proxy(&self, mut app: TcpStream) -> (bool, Result<(u64, u64), ConnError>) {
+    async fn proxy(&self, app: TcpStream) -> (bool, Result<Served, ConnError>) {
         let dst = match orig_dst(&app) {
             Ok(dst) => dst,
             Err(e) => return (false, Err(ConnError::OrigDst(e))),
@@ -64,21 +70,88 @@ impl Outbound {
         if self.own_addrs.contains(&dst.0) {
             return (false, Err(ConnError::Loop(dst.0.port())));
         }
-        let (addr, identity) = match self.directory.load().resolve(dst) {
-            Destination::Service(service) => match service.pick() {
-                Some(endpoint) => (endpoint.addr, endpoint.identity.clone()),
-                None => return (false, Err(ConnError::NoEndpoints(service.name.clone()))),
-            },
-            Destination::Pod { identity } => (dst.0, Some(identity)),
-            Destination::Passthrough => (dst.0, self.peers.lookup(dst)),
+        let destination = self.directory.load().resolve(dst);
+        let known = match &destination {
+            Destination::Passthrough => self.peers.lookup(dst).is_some(),
+            Destination::Service(_) | Destination::Pod { .. } => true,
+        };
+        if !known {
+            return self.opaque(app, &destination, dst).await;
+        }
+
+        let opaque_port = self.opaque_ports.contains(&dst.0.port())
+            || matches!(&destination, Destination::Service(s) if s.is_opaque());
+        let skip = if opaque_port {
+            Some("opaque_port")
+        } else if self.opaque_memory.is_opaque(dst.0) {
+            Some("opaque_remembered")
+        } else {
+            None
+        };
+        if let Some(reason) = skip {
+            self.metrics.detected(Direction::Outbound, reason);
+            return self.opaque(app, &destination, dst).await;
+        }
+
+        let (detection, io) = match detect::detect(app, self.detect_timeout).await {
+            Ok(detected) => detected,
+            Err(e) => return (false, Err(ConnError::Io(e))),
+        };
+        if detection.timed_out {
+            self.metrics.detected(Direction::Outbound, "opaque_timeout");
+            if self.opaque_memory.learn(dst.0) {
+                tracing::warn!(
+                    port = dst.0.port(),
+                    timeout = ?self.detect_timeout,
+                    "the app sent nothing before the detection deadline: treating {dst} as \
+                     server-speaks-first from now on; set the pod annotation \
+                     `trellis.io/opaque-ports: \"{}\"` (or the Service port's protocol to TCP) \
+                     to skip detection altogether",
+                    dst.0.port(),
+                );
+            }
+        } else {
+            self.metrics
+                .detected(Direction::Outbound, detect_label(detection.protocol));
+        }
+        let version = match detection.protocol {
+            Protocol::Http1 => Version::Http1,
+            Protocol::Http2 => Version::Http2,
+            Protocol::MeshTls | Protocol::Tls | Protocol::Opaque => {
+                return self.opaque(io, &destination, dst).await;
+            }
+        };
+        let result = self
+            .http
+            .clone()
+            .serve(io, version, dst.0, self.shutdown.clone())
+            .await;
+        (
+            false,
+            result.map(|()| Served::Http).map_err(ConnError::from),
+        )
+    }
+
+    /// Forwards the connection's bytes as they are: to an endpoint of the service
+    /// (balanced), to the pod, or to wherever it was going.
+    async fn opaque<C>(
+        &self,
+        mut app: C,
+        destination: &Destination,
+        dst: OrigDstAddr,
+    ) -> (bool, Result<Served, ConnError>)
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (server, addr, identity, in_flight) = match self.connect_to(destination, dst).await {
+            Ok(connected) => connected,
+            Err(e) => return (false, Err(e)),
         };
         if addr != dst.0 {
             tracing::debug!(endpoint = %addr, "balanced");
         }
-        let server = match connect(addr).await {
-            Ok(server) => server,
-            Err(e) => return (false, Err(e)),
-        };
+        // The connection counts as in flight on the endpoint for as long as it lasts.
+        let _in_flight = in_flight;
         match identity {
             Some(expected) => {
                 let mut tls = match self.tls.connect(server, addr.ip(), &expected).await {
@@ -102,6 +175,7 @@ impl Outbound {
                     true,
                     forward(&mut app, &mut tls, Direction::Outbound, &self.metrics)
                         .await
+                        .map(Served::bytes)
                         .map_err(ConnError::Io),
                 )
             }
@@ -113,10 +187,66 @@ impl Outbound {
                     false,
                     forward(&mut app, &mut server, Direction::Outbound, &self.metrics)
                         .await
+                        .map(Served::bytes)
                         .map_err(ConnError::Io),
                 )
             }
         }
+    }
+
+    /// A TCP connection to where `destination` says, trying other endpoints of a
+    /// service when one cannot be reached.
+    async fn connect_to(
+        &self,
+        destination: &Destination,
+        dst: OrigDstAddr,
+    ) -> Result<(TcpStream, SocketAddr, Option<SpiffeId>, Option<InFlight>), ConnError> {
+        let service = match destination {
+            Destination::Service(service) => service,
+            Destination::Pod { identity } => {
+                return Ok((connect(dst.0).await?, dst.0, Some(identity.clone()), None));
+            }
+            Destination::Passthrough => {
+                return Ok((connect(dst.0).await?, dst.0, self.peers.lookup(dst), None));
+            }
+        };
+        let mut tried = Vec::new();
+        loop {
+            let Some(endpoint) = service.pick(&tried) else {
+                return Err(ConnError::NoEndpoints(service.name.clone()));
+            };
+            let mut in_flight = endpoint.load.start();
+            match connect(endpoint.addr).await {
+                Ok(tcp) => {
+                    in_flight.established();
+                    return Ok((
+                        tcp,
+                        endpoint.addr,
+                        endpoint.identity.clone(),
+                        Some(in_flight),
+                    ));
+                }
+                Err(e) => {
+                    in_flight.failure();
+                    tried.push(endpoint.addr);
+                    if tried.len() >= MAX_ATTEMPTS || tried.len() >= service.endpoints.len() {
+                        return Err(e);
+                    }
+                    tracing::debug!(endpoint = %endpoint.addr, error = %e, "trying another endpoint");
+                }
+            }
+        }
+    }
+}
+
+/// The metric label of a detected protocol.
+pub fn detect_label(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::MeshTls => "mesh_tls",
+        Protocol::Tls => "tls",
+        Protocol::Http1 => "http1",
+        Protocol::Http2 => "http2",
+        Protocol::Opaque => "opaque",
     }
 }
 
@@ -124,7 +254,7 @@ impl Outbound {
 /// rather than left to the kernel's two-minute SYN retries.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn connect(addr: SocketAddr) -> Result<TcpStream, ConnError> {
+pub(crate) async fn connect(addr: SocketAddr) -> Result<TcpStream, ConnError> {
     let failed = |source| ConnError::Connect { addr, source };
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await

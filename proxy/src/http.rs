@@ -1,0 +1,249 @@
+//! The HTTP data plane: what the proxy does once detection says a connection speaks
+//! HTTP/1.x or HTTP/2.
+//!
+//! Outbound, the app's requests are balanced over the destination's endpoints and
+//! carried over one multiplexed HTTP/2-over-mTLS connection per peer pod, to the
+//! peer's inbound port; the app port and the caller's HTTP version travel with each
+//! request as headers ([`DST_PORT`], [`ORIG_PROTO`]), so one connection serves every
+//! port of the peer. Inbound, those requests (and plaintext HTTP from outside the
+//! mesh) are given the caller's verified identity ([`CLIENT_ID`]) and sent to the app
+//! over a local pool, in the protocol the caller spoke. Bodies stream frame by frame
+//! both ways; nothing holds a whole body.
+//!
+//! - [`outbound`] and [`inbound`]: the two request paths;
+//! - [`pool`]: the mesh HTTP/2 connections and the local (app-side) connections;
+//! - [`upgrade`]: `Upgrade` requests (WebSocket), which become opaque tunnels;
+//! - [`errors`]: failures as statuses an HTTP or gRPC client can read;
+//! - [`observe`]: the golden metrics of each request.
+
+pub mod errors;
+pub mod inbound;
+pub mod observe;
+pub mod outbound;
+pub mod pool;
+pub mod upgrade;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::Uri;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+
+/// Any error a body can end with, boxed: bodies from hyper, from the proxy itself,
+/// and wrapped bodies meet in one type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every request and response the proxy handles.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// The verified SPIFFE ID of the caller, set by the inbound sidecar after removing
+/// any such header that came from outside.
+pub const CLIENT_ID: HeaderName = HeaderName::from_static("trellis-client-id");
+
+/// The app port a request on the mesh transport is for (it arrives on the peer's
+/// inbound port, shared by every app port).
+pub const DST_PORT: HeaderName = HeaderName::from_static("trellis-dst-port");
+
+/// The HTTP version the original caller spoke, when it was not HTTP/2: the receiving
+/// sidecar speaks it to the app.
+pub const ORIG_PROTO: HeaderName = HeaderName::from_static("trellis-orig-proto");
+
+/// Set on every response the proxy makes itself, with the reason.
+pub const PROXY_ERROR: HeaderName = HeaderName::from_static("trellis-proxy-error");
+
+/// Wraps any body into the proxy's body type.
+pub fn boxed<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    boxed(http_body_util::Empty::new())
+}
+
+/// A body of one chunk.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    boxed(http_body_util::Full::new(bytes.into()))
+}
+
+/// Headers that describe one connection rather than the message, which a proxy must
+/// not forward (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 5] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers, including every header the `Connection` header
+/// names. `TE: trailers` survives: gRPC needs it end to end, and HTTP/2 allows it.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let trailers_only = headers
+        .get_all(header::TE)
+        .iter()
+        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !trailers_only {
+        headers.remove(header::TE);
+    }
+}
+
+/// Whether the message asks to switch protocols (RFC 9110 §7.8): an `Upgrade` header
+/// named by `Connection`.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Whether the request is gRPC, whose clients read failures from `grpc-status`
+/// rather than from the HTTP status.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// Shapes a request's head for the HTTP version it travels in next: HTTP/2 carries
+/// the authority in the URI (`:authority`), HTTP/1.1 in `Host` with an origin-form
+/// target. `fallback` is the authority when the caller sent none (HTTP/1.0).
+pub fn shape_for(parts: &mut http::request::Parts, version: pool::Version, fallback: SocketAddr) {
+    let authority = parts
+        .uri
+        .authority()
+        .cloned()
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        })
+        .or_else(|| Authority::try_from(fallback.to_string()).ok());
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    match version {
+        pool::Version::Http2 => {
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = authority;
+            uri.path_and_query = Some(path);
+            parts.uri = Uri::from_parts(uri).unwrap_or_default();
+            parts.headers.remove(header::HOST);
+            parts.version = http::Version::HTTP_2;
+        }
+        pool::Version::Http1 => {
+            if !parts.headers.contains_key(header::HOST)
+                && let Some(host) = authority.and_then(|a| HeaderValue::try_from(a.as_str()).ok())
+            {
+                parts.headers.insert(header::HOST, host);
+            }
+            parts.uri = Uri::from(path);
+            parts.version = http::Version::HTTP_11;
+        }
+    }
+}
+
+/// A response from upstream, as the caller's protocol (`version`) carries it back.
+pub fn restore(
+    response: http::Response<hyper::body::Incoming>,
+    version: pool::Version,
+) -> http::Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.version = match version {
+        pool::Version::Http1 => http::Version::HTTP_11,
+        pool::Version::Http2 => http::Version::HTTP_2,
+    };
+    http::Response::from_parts(parts, boxed(body))
+}
+
+/// The header value of a port number.
+pub fn port_value(port: u16) -> HeaderValue {
+    HeaderValue::from(port)
+}
+
+#[cfg(test)]
+mod tests;
+
+/// Serves one client connection that speaks `version`, handing each request to
+/// `service`, until the client closes it or `shutdown` asks it to finish its
+/// in-flight requests and close (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY).
+pub async fn serve_connection<I, S>(
+    io: I,
+    version: pool::Version,
+    service: S,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<Body>,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let io = TokioIo::new(io);
+    match version {
+        pool::Version::Http1 => {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                // An app keeps its connections open between requests as long as it
+                // likes, as it would without a proxy.
+                .header_read_timeout(None)
+                .serve_connection(io, service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => return result,
+                () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+            conn.await
+        }
+        pool::Version::Http2 => {
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .adaptive_window(true)
+                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+                .serve_connection(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => return result,
+                () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+            conn.await
+        }
+    }
+}
+
+/// Streams one client may have open on an HTTP/2 connection: the mesh carries every
+/// request between two pods on one connection, so this is well above a single app's
+/// usual concurrency.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;

@@ -1,0 +1,178 @@
+//! Inbound HTTP: requests from peer sidecars (HTTP/2 over the mesh transport, or
+//! HTTP/1.1 over a dedicated mTLS connection for upgrades) and plaintext requests
+//! from outside the mesh, sent to the app on loopback over the local pool.
+//!
+//! The caller's identity reaches the app as [`CLIENT_ID`], and only as the proxy
+//! verified it: whatever such header a request carried is removed first. Only a
+//! verified peer sidecar may name the app port ([`DST_PORT`]) and the caller's
+//! protocol ([`ORIG_PROTO`]); a plaintext caller gets the port it connected to.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request, Response, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use trellis_identity::SpiffeId;
+
+use super::errors::Failure;
+use super::observe::Observer;
+use super::pool::{LocalPool, Version};
+use super::{
+    Body, CLIENT_ID, DST_PORT, ORIG_PROTO, boxed, is_grpc, is_upgrade, restore, shape_for,
+    strip_hop_by_hop, upgrade,
+};
+use crate::inbound::app_addr;
+use crate::listener::Direction;
+use crate::metrics::Metrics;
+
+/// The inbound HTTP proxy of this pod, shared by every inbound connection.
+pub struct HttpInbound {
+    pub local: LocalPool,
+    pub metrics: Arc<Metrics>,
+    pub response_timeout: Duration,
+    /// This proxy's inbound port: a request that arrived on it (the mesh transport)
+    /// must name its app port.
+    pub mesh_port: u16,
+}
+
+/// Who is calling on one connection, as the proxy verified it.
+#[derive(Clone)]
+struct Caller {
+    id: Option<SpiffeId>,
+    /// The header value of `id`, made once per connection.
+    header: Option<HeaderValue>,
+}
+
+impl HttpInbound {
+    /// Serves a connection to `dst` that speaks `version`, from the peer whose mTLS
+    /// identity is `client_id` (`None`: plaintext).
+    pub async fn serve<I>(
+        self: Arc<Self>,
+        io: I,
+        version: Version,
+        dst: SocketAddr,
+        client_id: Option<SpiffeId>,
+        shutdown: CancellationToken,
+    ) -> Result<(), hyper::Error>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let caller = Caller {
+            header: client_id
+                .as_ref()
+                .and_then(|id| HeaderValue::try_from(id.as_str()).ok()),
+            id: client_id,
+        };
+        let service = service_fn(move |request| {
+            let this = self.clone();
+            let caller = caller.clone();
+            async move { Ok::<_, Infallible>(this.proxy(request, version, dst, &caller).await) }
+        });
+        super::serve_connection(io, version, service, shutdown).await
+    }
+
+    async fn proxy(
+        &self,
+        request: Request<Incoming>,
+        version: Version,
+        dst: SocketAddr,
+        caller: &Caller,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let grpc = is_grpc(request.headers());
+        let (mut parts, body) = request.into_parts();
+        parts.headers.remove(CLIENT_ID);
+        let named_port = parts.headers.remove(DST_PORT);
+        let orig_proto = parts.headers.remove(ORIG_PROTO);
+        let target = self.target(dst, version, caller, named_port, orig_proto);
+        let observer = Observer::start(
+            self.metrics.clone(),
+            Direction::Inbound,
+            started,
+            match &target {
+                Ok((port, _)) => SocketAddr::new(dst.ip(), *port).to_string(),
+                Err(_) => dst.to_string(),
+            },
+            caller
+                .id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        );
+        let (port, app_version) = match target {
+            Ok(target) => target,
+            Err(failure) => return observer.respond(failure.respond(grpc)),
+        };
+        if let Some(id) = &caller.header {
+            parts.headers.insert(CLIENT_ID, id.clone());
+        }
+        let app = app_addr(dst.ip(), port);
+
+        if version == Version::Http1 && is_upgrade(&parts.headers) {
+            let response = match TcpStream::connect(app).await {
+                Ok(tcp) => upgrade::relay(Request::from_parts(parts, body), tcp).await,
+                Err(e) => Err(Failure::Connect(format!("{app}: {e}"))),
+            };
+            return observer.respond(response.unwrap_or_else(|f| f.respond(false)));
+        }
+
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::EXPECT);
+        shape_for(&mut parts, app_version, app);
+        let request = Request::from_parts(parts, boxed(body));
+        let sent = tokio::time::timeout(self.response_timeout, async {
+            let conn = self.local.checkout(app, app_version).await?;
+            conn.send(request).await
+        })
+        .await;
+        let response = match sent {
+            Ok(Ok(response)) => restore(response, version),
+            Ok(Err(failure)) => failure.respond(grpc),
+            Err(_elapsed) => Failure::Timeout(self.response_timeout).respond(grpc),
+        };
+        observer.respond(response)
+    }
+
+    /// The app port and protocol a request is for.
+    fn target(
+        &self,
+        dst: SocketAddr,
+        version: Version,
+        caller: &Caller,
+        named_port: Option<HeaderValue>,
+        orig_proto: Option<HeaderValue>,
+    ) -> Result<(u16, Version), Failure> {
+        let meshed = caller.id.is_some();
+        let port = match named_port.filter(|_| meshed) {
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse::<u16>().ok())
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    Failure::BadRequest(format!("{DST_PORT} {value:?} is not a port"))
+                })?,
+            None => dst.port(),
+        };
+        if port == self.mesh_port {
+            return Err(Failure::BadRequest(format!(
+                "a request to the proxy's inbound port must name its app port in {DST_PORT}"
+            )));
+        }
+        let app_version = match orig_proto.filter(|_| meshed) {
+            None => version,
+            Some(v) if v == "HTTP/1.1" || v == "HTTP/1.0" => Version::Http1,
+            Some(other) => {
+                return Err(Failure::BadRequest(format!(
+                    "{ORIG_PROTO} {other:?} is not a protocol this proxy speaks"
+                )));
+            }
+        };
+        Ok((port, app_version))
+    }
+}

@@ -1,0 +1,252 @@
+//! Outbound HTTP: the app's requests, balanced per request over the destination's
+//! endpoints and sent to a meshed endpoint over the shared HTTP/2-over-mTLS
+//! connection to its pod, or to an endpoint without a sidecar in plaintext, in the
+//! protocol the app spoke.
+//!
+//! The destination is resolved again for every request, so a long-lived keep-alive
+//! connection follows discovery updates. A request is retried on another endpoint
+//! only when its connection could not be made: it was never sent, so retrying it is
+//! safe whatever its method.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Request, Response, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use tokio_util::sync::CancellationToken;
+use trellis_identity::SpiffeId;
+
+use super::errors::Failure;
+use super::observe::Observer;
+use super::pool::{Conn, LocalPool, MeshPool, Version};
+use super::{
+    Body, DST_PORT, ORIG_PROTO, boxed, is_grpc, is_upgrade, restore, shape_for, strip_hop_by_hop,
+    upgrade,
+};
+use crate::balance::InFlight;
+use crate::directory::{Destination, Directory};
+use crate::listener::Direction;
+use crate::metrics::Metrics;
+use crate::orig_dst::OrigDstAddr;
+use crate::outbound::connect;
+use crate::peers::Peers;
+use crate::tls::MeshTls;
+
+/// How many endpoints one request may try when connections cannot be made.
+const MAX_ATTEMPTS: usize = 3;
+
+/// The outbound HTTP proxy of this pod, shared by every outbound connection.
+pub struct HttpOutbound {
+    pub directory: Arc<ArcSwap<Directory>>,
+    pub peers: Arc<Peers>,
+    pub mesh: MeshPool,
+    pub local: LocalPool,
+    pub tls: MeshTls,
+    pub metrics: Arc<Metrics>,
+    /// How long a request may wait for its response headers.
+    pub response_timeout: Duration,
+}
+
+/// The endpoint one request goes to.
+struct Chosen {
+    addr: SocketAddr,
+    identity: Option<SpiffeId>,
+    in_flight: Option<InFlight>,
+}
+
+impl HttpOutbound {
+    /// Serves the app's connection to `dst`, which speaks `version`.
+    pub async fn serve<I>(
+        self: Arc<Self>,
+        io: I,
+        version: Version,
+        dst: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> Result<(), hyper::Error>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = service_fn(move |request| {
+            let this = self.clone();
+            async move { Ok::<_, Infallible>(this.proxy(request, version, dst).await) }
+        });
+        super::serve_connection(io, version, service, shutdown).await
+    }
+
+    async fn proxy(
+        &self,
+        request: Request<Incoming>,
+        version: Version,
+        dst: SocketAddr,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let grpc = is_grpc(request.headers());
+        let destination = self.directory.load().resolve(OrigDstAddr(dst));
+        let authority = match &destination {
+            Destination::Service(service) => service.authority.clone(),
+            _ => dst.to_string(),
+        };
+        let upgrading = version == Version::Http1 && is_upgrade(request.headers());
+        let observe = |peer: &Option<SpiffeId>| {
+            Observer::start(
+                self.metrics.clone(),
+                Direction::Outbound,
+                started,
+                authority.clone(),
+                peer.as_ref().map(ToString::to_string).unwrap_or_default(),
+            )
+        };
+        let mut tried = Vec::new();
+        let (chosen, conn) = loop {
+            let chosen = match self.choose(&destination, dst, &tried) {
+                Ok(chosen) => chosen,
+                Err(failure) => return observe(&None).respond(failure.respond(grpc)),
+            };
+            if upgrading {
+                break (chosen, None);
+            }
+            match self.connect(&chosen, version).await {
+                Ok(conn) => break (chosen, Some(conn)),
+                Err(failure) => {
+                    tracing::debug!(endpoint = %chosen.addr, %failure, "cannot connect");
+                    tried.push(chosen.addr);
+                    if let Some(in_flight) = chosen.in_flight {
+                        in_flight.failure();
+                    }
+                    let retry = matches!(destination, Destination::Service(_))
+                        && tried.len() < MAX_ATTEMPTS;
+                    if !retry {
+                        return observe(&chosen.identity).respond(failure.respond(grpc));
+                    }
+                }
+            }
+        };
+        let observer = observe(&chosen.identity);
+        let Some(conn) = conn else {
+            let response = self.upgrade(request, chosen).await;
+            return observer.respond(response.unwrap_or_else(|f| f.respond(false)));
+        };
+        let request = prepare(request, version, &chosen, dst);
+        let sent = tokio::time::timeout(self.response_timeout, conn.send(request)).await;
+        let response = match sent {
+            Ok(Ok(response)) => {
+                if let Some(in_flight) = chosen.in_flight {
+                    in_flight.success();
+                }
+                restore(response, version)
+            }
+            Ok(Err(failure)) => {
+                if let Some(in_flight) = chosen.in_flight {
+                    in_flight.failure();
+                }
+                failure.respond(grpc)
+            }
+            Err(_elapsed) => Failure::Timeout(self.response_timeout).respond(grpc),
+        };
+        observer.respond(response)
+    }
+
+    /// A connection to `chosen` for one request: the shared mesh connection to its
+    /// pod, or a plaintext one from the local pool.
+    async fn connect(&self, chosen: &Chosen, version: Version) -> Result<Conn, Failure> {
+        match &chosen.identity {
+            Some(identity) => self
+                .mesh
+                .sender(chosen.addr.ip(), identity)
+                .await
+                .map(|sender| Conn::Http2 { sender }),
+            None => self.local.checkout(chosen.addr, version).await,
+        }
+    }
+
+    fn choose(
+        &self,
+        destination: &Destination,
+        dst: SocketAddr,
+        tried: &[SocketAddr],
+    ) -> Result<Chosen, Failure> {
+        match destination {
+            Destination::Service(service) => match service.pick(tried) {
+                Some(endpoint) => Ok(Chosen {
+                    addr: endpoint.addr,
+                    identity: endpoint.identity.clone(),
+                    in_flight: Some(endpoint.load.start()),
+                }),
+                None if tried.is_empty() => Err(Failure::NoEndpoints(service.authority.clone())),
+                None => Err(Failure::Connect(format!(
+                    "no endpoint of {} could be reached",
+                    service.authority
+                ))),
+            },
+            Destination::Pod { identity } => Ok(Chosen {
+                addr: dst,
+                identity: Some(identity.clone()),
+                in_flight: None,
+            }),
+            Destination::Passthrough => Ok(Chosen {
+                addr: dst,
+                identity: self.peers.lookup(OrigDstAddr(dst)),
+                in_flight: None,
+            }),
+        }
+    }
+
+    /// An `Upgrade` request: over a connection of its own to the endpoint's app port
+    /// (mTLS to a meshed endpoint, whose sidecar relays it on).
+    async fn upgrade(
+        &self,
+        request: Request<Incoming>,
+        chosen: Chosen,
+    ) -> Result<Response<Body>, Failure> {
+        let tcp = connect(chosen.addr)
+            .await
+            .map_err(|e| Failure::Connect(e.to_string()))?;
+        let result = match &chosen.identity {
+            Some(identity) => match self.tls.connect(tcp, chosen.addr.ip(), identity).await {
+                Ok(tls) => upgrade::relay(request, tls).await,
+                Err(e) => Err(Failure::Connect(format!("{}: {e}", chosen.addr))),
+            },
+            None => upgrade::relay(request, tcp).await,
+        };
+        if let Some(in_flight) = chosen.in_flight {
+            match &result {
+                Ok(_) => in_flight.success(),
+                Err(_) => in_flight.failure(),
+            }
+        }
+        result
+    }
+}
+
+/// The app's request, as it travels to `chosen`: over the mesh as HTTP/2 with the
+/// app port and the caller's HTTP version beside it, or in plaintext as the app sent
+/// it.
+fn prepare(
+    request: Request<Incoming>,
+    version: Version,
+    chosen: &Chosen,
+    dst: SocketAddr,
+) -> Request<Body> {
+    let (mut parts, body) = request.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    // hyper's server already answered `100 Continue` when the body was first read.
+    parts.headers.remove(header::EXPECT);
+    let over_mesh = chosen.identity.is_some();
+    let wire = if over_mesh { Version::Http2 } else { version };
+    shape_for(&mut parts, wire, dst);
+    if over_mesh {
+        parts
+            .headers
+            .insert(DST_PORT, super::port_value(chosen.addr.port()));
+        if version == Version::Http1 {
+            parts
+                .headers
+                .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+        }
+    }
+    Request::from_parts(parts, boxed(body))
+}

@@ -1,0 +1,346 @@
+//! The connections the HTTP data plane reuses.
+//!
+//! - [`MeshPool`]: one HTTP/2-over-mTLS connection per peer pod (address and
+//!   identity), to its inbound port, shared by every request to every port of that
+//!   pod. A broken connection is replaced on the next request; a peer that cannot be
+//!   reached is retried after a growing backoff, and requests meanwhile fail at once
+//!   instead of each waiting on a connect that will not succeed.
+//! - [`LocalPool`]: plaintext connections to one address (the app on loopback, or an
+//!   endpoint without a sidecar): idle HTTP/1.1 connections for reuse, and one
+//!   HTTP/2 connection per address.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use trellis_identity::SpiffeId;
+
+use super::Body;
+use super::errors::Failure;
+use crate::backoff::Backoff;
+use crate::listener::Direction;
+use crate::metrics::Metrics;
+use crate::outbound::connect;
+use crate::tls::MeshTls;
+
+/// Locks a std mutex even if a thread panicked while holding it: the maps it guards
+/// stay consistent at every step, so the proxy keeps serving.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Pings keep an idle mesh connection warm through NAT and conntrack, and notice a
+/// peer that vanished without a FIN.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn h2_client() -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        // Grow the flow-control windows to the bandwidth-delay product, so one large
+        // body is not throttled to 64 KiB per round trip.
+        .adaptive_window(true)
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    builder
+}
+
+/// One shared HTTP/2 connection, made on first use and remade after it breaks.
+#[derive(Default)]
+struct H2Slot {
+    /// Held across a connect, so that concurrent first requests share one connection
+    /// instead of racing to make one each.
+    state: tokio::sync::Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    sender: Option<http2::SendRequest<Body>>,
+    backoff: Option<(Backoff, Instant)>,
+}
+
+impl H2Slot {
+    async fn sender<F, Fut>(&self, connect: F) -> Result<http2::SendRequest<Body>, Failure>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<http2::SendRequest<Body>, Failure>>,
+    {
+        let mut state = self.state.lock().await;
+        if let Some(sender) = state.sender.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(sender.clone());
+        }
+        state.sender = None;
+        if let Some((_, retry_at)) = &state.backoff {
+            let wait = retry_at.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                return Err(Failure::Connect(format!(
+                    "the last attempt failed; next attempt in {wait:.1?}"
+                )));
+            }
+        }
+        match connect().await {
+            Ok(sender) => {
+                state.backoff = None;
+                state.sender = Some(sender.clone());
+                Ok(sender)
+            }
+            Err(failure) => {
+                let (mut backoff, _) = state.backoff.take().unwrap_or_else(|| {
+                    (
+                        Backoff::between(Duration::from_millis(100), Duration::from_secs(10)),
+                        Instant::now(),
+                    )
+                });
+                let retry_at = Instant::now() + backoff.next_delay();
+                state.backoff = Some((backoff, retry_at));
+                Err(failure)
+            }
+        }
+    }
+
+    /// Whether nothing uses the slot: no live connection and nobody connecting.
+    fn is_idle(&self) -> bool {
+        self.state
+            .try_lock()
+            .is_ok_and(|state| state.sender.as_ref().is_none_or(|s| s.is_closed()))
+    }
+}
+
+/// A map of slots that forgets the idle ones when it grows, so peers that left the
+/// mesh do not accumulate.
+struct Slots<K> {
+    slots: Mutex<HashMap<K, Arc<H2Slot>>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Slots<K> {
+    fn new() -> Self {
+        Slots {
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &K) -> Arc<H2Slot> {
+        let mut slots = lock(&self.slots);
+        if let Some(slot) = slots.get(key) {
+            return slot.clone();
+        }
+        slots.retain(|_, slot| Arc::strong_count(slot) > 1 || !slot.is_idle());
+        slots.entry(key.clone()).or_default().clone()
+    }
+}
+
+/// Handshakes HTTP/2 over `io` and drives the connection on its own task.
+async fn h2_handshake<I>(io: I, peer: String) -> Result<http2::SendRequest<Body>, Failure>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = h2_client()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| Failure::Connect(format!("{peer}: HTTP/2 handshake: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.await {
+            tracing::debug!(%peer, %error, "HTTP/2 connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// The mesh connections of this proxy, one per peer pod.
+pub struct MeshPool {
+    tls: MeshTls,
+    /// The peers' inbound port: every sidecar listens on the same one (DESIGN.md).
+    port: u16,
+    metrics: Arc<Metrics>,
+    slots: Slots<(IpAddr, SpiffeId)>,
+}
+
+impl MeshPool {
+    pub fn new(tls: MeshTls, port: u16, metrics: Arc<Metrics>) -> Self {
+        MeshPool {
+            tls,
+            port,
+            metrics,
+            slots: Slots::new(),
+        }
+    }
+
+    /// The connection to the sidecar of the pod at `ip`, which must prove to be
+    /// `identity`: the live one, or a new one.
+    pub async fn sender(
+        &self,
+        ip: IpAddr,
+        identity: &SpiffeId,
+    ) -> Result<http2::SendRequest<Body>, Failure> {
+        let slot = self.slots.get(&(ip, identity.clone()));
+        slot.sender(|| self.connect(ip, identity)).await
+    }
+
+    async fn connect(
+        &self,
+        ip: IpAddr,
+        identity: &SpiffeId,
+    ) -> Result<http2::SendRequest<Body>, Failure> {
+        let addr = SocketAddr::new(ip, self.port);
+        let tcp = connect(addr)
+            .await
+            .map_err(|e| Failure::Connect(e.to_string()))?;
+        let tls = match self.tls.connect(tcp, ip, identity).await {
+            Ok(tls) => {
+                self.metrics.handshake(Direction::Outbound, "ok");
+                tls
+            }
+            Err(e) => {
+                self.metrics.handshake(Direction::Outbound, e.kind());
+                return Err(Failure::Connect(format!("{addr}: {e}")));
+            }
+        };
+        self.metrics.opened(
+            Direction::Outbound,
+            true,
+            String::new(),
+            identity.to_string(),
+        );
+        tracing::debug!(%addr, server_id = %identity, "mesh HTTP/2 connection established");
+        h2_handshake(tls, addr.to_string()).await
+    }
+}
+
+/// Which HTTP the proxy speaks to a local address: the one the caller spoke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http1,
+    Http2,
+}
+
+/// At most this many idle HTTP/1.1 connections are kept per address; beyond it a
+/// connection is closed once its response ends.
+const MAX_IDLE_HTTP1: usize = 64;
+
+/// Idle HTTP/1.1 connections by address.
+type IdleHttp1 = Arc<Mutex<HashMap<SocketAddr, Vec<http1::SendRequest<Body>>>>>;
+
+/// Plaintext connections to local apps and to endpoints without a sidecar.
+pub struct LocalPool {
+    http1: IdleHttp1,
+    http2: Slots<SocketAddr>,
+}
+
+/// A connection ready to carry one request.
+pub enum Conn {
+    /// Returned to its pool once the request is sent.
+    Http1 {
+        addr: SocketAddr,
+        sender: http1::SendRequest<Body>,
+        idle: IdleHttp1,
+    },
+    Http2 {
+        sender: http2::SendRequest<Body>,
+    },
+}
+
+impl Conn {
+    /// Sends `request`, returning when the response headers arrive.
+    pub async fn send(self, request: Request<Body>) -> Result<Response<Incoming>, Failure> {
+        match self {
+            Conn::Http2 { mut sender } => sender
+                .send_request(request)
+                .await
+                .map_err(|e| Failure::Upstream(e.to_string())),
+            Conn::Http1 {
+                addr,
+                mut sender,
+                idle,
+            } => {
+                let response = sender.send_request(request);
+                // Back in the pool at once: it reads as ready again only when this
+                // response has been read to its end.
+                {
+                    let mut pools = lock(&idle);
+                    let parked = pools.entry(addr).or_default();
+                    if parked.len() < MAX_IDLE_HTTP1 {
+                        parked.push(sender);
+                    }
+                }
+                response
+                    .await
+                    .map_err(|e| Failure::Upstream(format!("{addr}: {e}")))
+            }
+        }
+    }
+}
+
+impl LocalPool {
+    pub fn new() -> Self {
+        LocalPool {
+            http1: Arc::default(),
+            http2: Slots::new(),
+        }
+    }
+
+    /// A connection to `addr` speaking `version`: an idle one, or a new one.
+    pub async fn checkout(&self, addr: SocketAddr, version: Version) -> Result<Conn, Failure> {
+        match version {
+            Version::Http2 => {
+                let slot = self.http2.get(&addr);
+                let sender = slot
+                    .sender(|| async {
+                        let tcp = connect(addr)
+                            .await
+                            .map_err(|e| Failure::Connect(e.to_string()))?;
+                        h2_handshake(tcp, addr.to_string()).await
+                    })
+                    .await?;
+                Ok(Conn::Http2 { sender })
+            }
+            Version::Http1 => {
+                let sender = match self.idle_http1(addr) {
+                    Some(sender) => sender,
+                    None => {
+                        let tcp = connect(addr)
+                            .await
+                            .map_err(|e| Failure::Connect(e.to_string()))?;
+                        let (sender, conn) = http1::Builder::new()
+                            .handshake(TokioIo::new(tcp))
+                            .await
+                            .map_err(|e| Failure::Connect(format!("{addr}: {e}")))?;
+                        tokio::spawn(async move {
+                            if let Err(error) = conn.await {
+                                tracing::debug!(%addr, %error, "HTTP/1.1 connection ended");
+                            }
+                        });
+                        sender
+                    }
+                };
+                Ok(Conn::Http1 {
+                    addr,
+                    sender,
+                    idle: self.http1.clone(),
+                })
+            }
+        }
+    }
+
+    fn idle_http1(&self, addr: SocketAddr) -> Option<http1::SendRequest<Body>> {
+        let mut pools = lock(&self.http1);
+        let idle = pools.get_mut(&addr)?;
+        idle.retain(|s| !s.is_closed());
+        let ready = idle.iter().position(|s| s.is_ready())?;
+        Some(idle.swap_remove(ready))
+    }
+}
+
+impl Default for LocalPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
