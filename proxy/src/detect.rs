@@ -308,6 +308,11 @@ impl<S> Prefixed<S> {
         }
     }
 
+    /// How many of the bytes read during detection are still to be replayed.
+    pub fn replay_len(&self) -> usize {
+        self.prefix.len() - self.pos
+    }
+
     pub fn get_ref(&self) -> &S {
         &self.inner
     }

@@ -230,7 +230,9 @@ where
         pool::Version::Http2 => {
             let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
-                .adaptive_window(true)
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .max_frame_size(MAX_FRAME)
                 .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
                 .serve_connection(io, service);
             tokio::pin!(conn);
@@ -242,6 +244,15 @@ where
         }
     }
 }
+
+/// HTTP/2 flow control: how much one stream, and one connection, may send before the
+/// receiver reads. The protocol's 64 KiB default throttles a large body to 64 KiB per
+/// round trip; these let one stream fill a link, while a reader that stops still
+/// bounds what waits for it.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+/// The largest frame the proxy accepts: fewer frame headers and wake-ups per body.
+const MAX_FRAME: u32 = 64 * 1024;
 
 /// Streams one client may have open on an HTTP/2 connection: the mesh carries every
 /// request between two pods on one connection, so this is well above a single app's

@@ -10,10 +10,13 @@
 //! The data path reads in packet order, one module per stage:
 //! - [`listener`]: accepting, one span per connection, draining on shutdown;
 //! - [`orig_dst`]: where a redirected connection was going;
-//! - [`detect`]: what an inbound connection speaks (mesh TLS or anything else);
+//! - [`detect`]: what a connection speaks (HTTP/1, HTTP/2, mesh TLS, other TLS, or
+//!   opaque bytes), and [`opaque`]: which destinations were found to speak second;
 //! - [`tls`]: terminating and originating mesh mTLS;
-//! - [`forward`]: copying bytes both ways and counting them;
-//! - [`inbound`] and [`outbound`]: the two short functions that chain the stages.
+//! - [`http`]: the HTTP data plane (requests balanced by [`balance`], carried over
+//!   pooled HTTP/2-over-mTLS connections, observed, failures answered as statuses);
+//! - [`forward`]: copying opaque bytes both ways and counting them;
+//! - [`inbound`] and [`outbound`]: the connection-level stages that chain the rest.
 //!
 //! Beside it: [`identity`] (key pair, CSR, certificate and its renewal),
 //! [`discovery`] (the stream of services, endpoints, routes and policies from the

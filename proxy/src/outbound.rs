@@ -99,7 +99,10 @@ impl Outbound {
         };
         if detection.timed_out {
             self.metrics.detected(Direction::Outbound, "opaque_timeout");
-            if self.opaque_memory.learn(dst.0) {
+            // Only a client that sent nothing at all waits for the server; one that
+            // stalled mid-line is not evidence about the destination.
+            let silent = io.replay_len() == 0;
+            if silent && self.opaque_memory.learn(dst.0) {
                 tracing::warn!(
                     port = dst.0.port(),
                     timeout = ?self.detect_timeout,
