@@ -2,8 +2,9 @@
 # Runs every Trellis test: unit tests of each crate and the end-to-end tests that put
 # the real binaries in network namespaces. Run it as root on Debian: it installs the
 # few packages the end-to-end tests drive (iproute2, iptables, nftables, tcpdump,
-# util-linux's setpriv, and the reference proxies haproxy and nginx) when they are
-# missing. Without root the end-to-end tests skip with a
+# util-linux's setpriv, curl, and the reference proxies haproxy and nginx) when they
+# are missing, and makes the Python venv their grpcio and websockets apps run in
+# (tests/py/setup.sh). Without root the end-to-end tests skip with a
 # reason, unless TRELLIS_E2E=require, when they fail instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ command -v iptables-restore >/dev/null || packages+=(iptables)
 command -v tcpdump >/dev/null || packages+=(tcpdump)
 command -v setpriv >/dev/null || packages+=(util-linux)
 command -v nft >/dev/null || packages+=(nftables)
+# The HTTP stories' client, and the interpreter of the gRPC and WebSocket apps.
+command -v curl >/dev/null || packages+=(curl)
+command -v python3 >/dev/null || packages+=(python3 python3-venv)
 # The benchmark smoke test compares against these reference proxies.
 command -v haproxy >/dev/null || packages+=(haproxy)
 command -v nginx >/dev/null || packages+=(nginx)
@@ -27,6 +31,11 @@ if [ ${#packages[@]} -gt 0 ]; then
   fi
 fi
 
-# The end-to-end tests run the binaries of every crate, so build them all first.
+# The end-to-end tests run the binaries of every crate, so build them all first; the
+# Python apps of tests/py/ run in the venv target/trellis-py.
 cargo build --workspace --bins
+if ! bash tests/py/setup.sh; then
+  [ "${TRELLIS_E2E:-}" = require ] && exit 1
+  echo "the gRPC and WebSocket end-to-end tests will fail without tests/py/setup.sh's venv" >&2
+fi
 cargo test --workspace "$@"

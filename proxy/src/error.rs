@@ -62,6 +62,8 @@ pub enum ConnError {
     NoEndpoints(String),
     #[error("a connection to the proxy's own port {0} would loop")]
     Loop(u16),
+    #[error("port {0} is the mesh transport: peer sidecars only, over mTLS, speaking HTTP")]
+    NotMeshTransport(u16),
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
     #[error("{0}")]
@@ -81,6 +83,7 @@ impl ConnError {
             ConnError::PlaintextRefused => "plaintext_refused",
             ConnError::NoEndpoints(_) => "no_endpoints",
             ConnError::Loop(_) => "loop",
+            ConnError::NotMeshTransport(_) => "not_mesh_transport",
             ConnError::Http(_) => "http",
             ConnError::Io(_) => "io",
         }

@@ -3,9 +3,9 @@
 //! ([`crate::http::inbound`]), and forward anything else to the app on
 //! `127.0.0.1:<original port>`.
 //!
-//! Peer sidecars arrive two ways: on an app port (redirected here, opaque TCP or an
-//! HTTP upgrade, over mTLS), or on this proxy's inbound port itself (the multiplexed
-//! HTTP/2 mesh transport, which names each request's app port).
+//! Peer sidecars arrive two ways: on this proxy's inbound port itself (HTTP: the
+//! multiplexed HTTP/2 mesh transport, or HTTP/1.1 for an upgrade, naming each
+//! request's app port), or on an app port, redirected here (opaque TCP in mTLS).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -96,8 +96,7 @@ impl Inbound {
             return (false, Err(ConnError::PlaintextRefused));
         }
         if mesh_port {
-            // Only peer sidecars speak to the inbound port itself, and only over mTLS.
-            return (false, Err(ConnError::Loop(dst.0.port())));
+            return (false, Err(ConnError::NotMeshTransport(dst.0.port())));
         }
         self.metrics
             .opened(Direction::Inbound, false, String::new(), String::new());
@@ -120,8 +119,11 @@ impl Inbound {
         )
     }
 
-    /// What a peer sidecar sent inside mTLS: HTTP (the mesh transport, or an
-    /// upgrade), or opaque bytes for the app port.
+    /// What a peer sidecar sent inside mTLS: on the inbound port, HTTP (the shared
+    /// HTTP/2 connection, or HTTP/1.1 for an upgrade); on an app port, opaque bytes
+    /// for the app. Only the first is detected: a peer sends opaque bytes to an app
+    /// port only once it has decided they are opaque, and the app may be one that
+    /// speaks first, so waiting for the client here would stall it.
     async fn decrypted<S>(
         &self,
         tls: S,
@@ -132,15 +134,14 @@ impl Inbound {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        if !mesh_port && self.opaque_ports.contains(&dst.0.port()) {
+        if !mesh_port {
             return self.to_app(tls, dst).await;
         }
         let (detection, io) = detect::detect(tls, self.detect_timeout).await?;
         let version = match detection.protocol {
             Protocol::Http1 => Version::Http1,
             Protocol::Http2 => Version::Http2,
-            _ if mesh_port => return Err(ConnError::Loop(dst.0.port())),
-            _ => return self.to_app(io, dst).await,
+            _ => return Err(ConnError::NotMeshTransport(dst.0.port())),
         };
         self.http
             .clone()

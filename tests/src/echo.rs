@@ -2,7 +2,8 @@
 //! pod's network namespace, so it serves that pod from the test process itself.
 //!
 //! A named echo app answers each line with its name in front (`a: hello`), so that a
-//! client calling a service sees which endpoint answered.
+//! client calling a service sees which endpoint answered. A banner app speaks first,
+//! as SMTP does: it greets every connection before the client has said anything.
 
 use std::io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -29,6 +30,12 @@ impl EchoServer {
     /// Binds `0.0.0.0:port` inside `netns` and answers each line as `NAME: line`.
     pub fn start_named_in(netns: &str, port: u16, name: &str) -> anyhow::Result<EchoServer> {
         EchoServer::start(netns, port, Reply::Named(name.to_string()))
+    }
+
+    /// Binds `0.0.0.0:port` inside `netns` and, on every connection, first writes
+    /// `220 NAME hello` and then answers each line as `250 NAME got LINE`.
+    pub fn start_banner_in(netns: &str, port: u16, name: &str) -> anyhow::Result<EchoServer> {
+        EchoServer::start(netns, port, Reply::Banner(name.to_string()))
     }
 
     fn start(netns: &str, port: u16, reply: Reply) -> anyhow::Result<EchoServer> {
@@ -67,6 +74,11 @@ pub fn round_trip(conn: &mut TcpStream, message: &str) -> std::io::Result<String
 /// newline.
 pub fn ask(conn: &mut TcpStream, line: &str) -> std::io::Result<String> {
     conn.write_all(format!("{line}\n").as_bytes())?;
+    read_line(conn)
+}
+
+/// Reads one line from `conn` and returns it without its line ending.
+pub fn read_line(conn: &mut TcpStream) -> std::io::Result<String> {
     let mut answer = Vec::new();
     let mut byte = [0u8; 1];
     // Byte by byte: nothing after the newline may be consumed and lost.
@@ -107,6 +119,8 @@ enum Reply {
     Echo,
     /// Each line, after the app's name.
     Named(String),
+    /// A greeting first, then each line after a status code and the app's name.
+    Banner(String),
 }
 
 fn serve(listener: &TcpListener, stop: &AtomicBool, accepted: &AtomicUsize, reply: &Reply) {
@@ -119,7 +133,8 @@ fn serve(listener: &TcpListener, stop: &AtomicBool, accepted: &AtomicUsize, repl
                     let _ = conn.set_nonblocking(false);
                     match reply {
                         Reply::Echo => echo(conn),
-                        Reply::Named(name) => answer_lines(conn, &name),
+                        Reply::Named(name) => answer_lines(conn, &format!("{name}: ")),
+                        Reply::Banner(name) => greet(conn, &name),
                     }
                 });
             }
@@ -137,7 +152,17 @@ fn echo(mut conn: TcpStream) {
     }
 }
 
-fn answer_lines(conn: TcpStream, name: &str) {
+fn greet(mut conn: TcpStream, name: &str) {
+    if conn
+        .write_all(format!("220 {name} hello\r\n").as_bytes())
+        .is_ok()
+    {
+        answer_lines(conn, &format!("250 {name} got "));
+    }
+}
+
+/// Answers each line with `prefix` in front.
+fn answer_lines(conn: TcpStream, prefix: &str) {
     let Ok(mut writer) = conn.try_clone() else {
         return;
     };
@@ -146,7 +171,7 @@ fn answer_lines(conn: TcpStream, name: &str) {
             break;
         };
         if writer
-            .write_all(format!("{name}: {line}\n").as_bytes())
+            .write_all(format!("{prefix}{line}\n").as_bytes())
             .is_err()
         {
             break;

@@ -47,7 +47,7 @@ impl EchoPods {
 
 /// `echo.yaml`: Service `shop/echo` on `vip`, port [`SERVICE_PORT`] to `target_port`
 /// (and `protocol`, if given), and its Endpoints: each of `pods` with its identity
-/// and both echo ports.
+/// and both echo ports, or an empty list, a service with no ready endpoint.
 pub fn echo_service_yaml(
     vip: Ipv4Addr,
     target_port: u16,
@@ -59,11 +59,16 @@ pub fn echo_service_yaml(
         .iter()
         .map(|pod| {
             format!(
-                "  - {{address: {}, identity: \"{}\", pod: shop/{}, ports: [{{port: 7070}}, {{port: 7071}}]}}\n",
+                "\n  - {{address: {}, identity: \"{}\", pod: shop/{}, ports: [{{port: 7070}}, {{port: 7071}}]}}",
                 pod.ip, pod.identity, pod.name
             )
         })
         .collect();
+    let endpoints = if endpoints.is_empty() {
+        " []".to_string()
+    } else {
+        endpoints
+    };
     format!(
         "apiVersion: trellis.io/v1alpha1
 kind: Service
@@ -77,7 +82,7 @@ apiVersion: trellis.io/v1alpha1
 kind: Endpoints
 metadata: {{name: echo, namespace: shop}}
 spec:
-  endpoints:
-{endpoints}"
+  endpoints:{endpoints}
+"
     )
 }

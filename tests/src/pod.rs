@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use trellis_netns::{Pod, exec_in_as, netns_pids};
+use trellis_netns::{Pod, exec_in, exec_in_as, netns_pids};
 
 use crate::mesh::{STARTUP, TRUST_DOMAIN};
 use crate::{Daemon, Metrics, ProxyConfig, ask, binary, http_get, wait_until};
 
 pub const PROXY_UID: u32 = 2102;
 pub const ADMIN_PORT: u16 = 4191;
+/// Where the sidecar takes every connection into the pod, mesh or plaintext.
+pub const INBOUND_PORT: u16 = 4143;
 /// Ample for a file edit to reach a connected proxy (it takes a few hundred ms).
 const PUSHED: Duration = Duration::from_secs(10);
 
@@ -110,6 +112,39 @@ impl MeshPod {
             .with_context(|| format!("{target} answered {answer:?} to {question:?}"))
     }
 
+    /// The sidecar's peak resident memory (`VmHWM` in `/proc/PID/status`), in bytes:
+    /// the most it ever held, so one reading after a transfer covers all of it.
+    pub fn sidecar_peak_rss(&self) -> anyhow::Result<u64> {
+        let pid = self
+            .sidecar_pid()
+            .context("the sidecar was never started")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("reading the status of the sidecar of {}", self.name))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no VmHWM in /proc/{pid}/status:\n{status}"))?;
+        Ok(kib * 1024)
+    }
+
+    /// The established TCP connections in this pod whose local port is `port` and
+    /// whose peer is `peer`, as `ss` run inside the pod lists them.
+    pub fn established(&self, port: u16, peer: Ipv4Addr) -> anyhow::Result<usize> {
+        let output = exec_in(self.netns(), "ss")
+            .args(["-Htn", "state", "established"])
+            .output()
+            .with_context(|| format!("running ss in pod {}", self.name))?;
+        anyhow::ensure!(
+            output.status.success(),
+            "ss in pod {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let listing = String::from_utf8_lossy(&output.stdout);
+        Ok(count_established(&listing, port, peer))
+    }
+
     /// The sidecar's `/config`.
     pub fn config(&self) -> anyhow::Result<ProxyConfig> {
         ProxyConfig::fetch(self.admin())
@@ -159,6 +194,14 @@ impl MeshPod {
         proxy.terminate()
     }
 
+    /// Kills the sidecar with SIGKILL, as a crash or an OOM kill would.
+    pub fn kill_sidecar(&mut self) -> anyhow::Result<()> {
+        self.proxy
+            .as_mut()
+            .context("the sidecar was never started")?
+            .kill()
+    }
+
     /// Waits up to `timeout` for the sidecar to exit; how it exited, if it did.
     pub fn wait_for_sidecar_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         self.proxy.as_mut()?.wait_exit(timeout)
@@ -196,5 +239,43 @@ impl Drop for MeshPod {
         if let Err(error) = self.pod.delete() {
             eprintln!("cleanup: {error}");
         }
+    }
+}
+
+/// Counts the lines of `ss -Htn state established` (`RECV-Q SEND-Q LOCAL PEER`) whose
+/// local port is `port` and whose peer address is `peer`.
+fn count_established(listing: &str, port: u16, peer: Ipv4Addr) -> usize {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let mut addrs = line.split_whitespace().filter_map(|word| {
+                // IPv4-mapped addresses, as a dual-stack listener reports them.
+                let word = word.replace("[::ffff:", "").replace(']', "");
+                word.parse::<SocketAddrV4>().ok()
+            });
+            Some((addrs.next()?, addrs.next()?))
+        })
+        .filter(|(local, remote)| local.port() == port && *remote.ip() == peer)
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_count_by_local_port_and_peer_address() {
+        let listing = "\
+0      0        10.240.3.2:4143     10.240.3.3:40122
+0      0        10.240.3.2:4143     10.240.3.3:40124
+0      0        10.240.3.2:4143     10.240.3.4:40124
+0      0        10.240.3.2:7070     10.240.3.3:40126
+0      0   [::ffff:10.240.3.2]:4143 [::ffff:10.240.3.3]:40128
+0      0         127.0.0.1:7070      127.0.0.1:50000
+";
+        let client = Ipv4Addr::new(10, 240, 3, 3);
+        assert_eq!(count_established(listing, 4143, client), 3);
+        assert_eq!(count_established(listing, 7070, client), 1);
+        assert_eq!(count_established("", 4143, client), 0);
     }
 }

@@ -1,10 +1,9 @@
-//! The cast of the mTLS-path stories: a "server" pod (ServiceAccount `shop/server`)
-//! running an echo app, and a "client" pod (`storefront/web`), both with sidecars,
-//! the server published to discovery and known to the client's sidecar.
+//! The cast of the mTLS-path stories: the client and server pods of [`PodPair`], with
+//! an echo app on the server.
 
 use std::net::SocketAddrV4;
 
-use crate::{EchoServer, Mesh, MeshPod};
+use crate::{EchoServer, Mesh, MeshPod, PodPair};
 
 pub struct TwoPods {
     // Declared in teardown order: the app, the pods, then the mesh they live on.
@@ -24,15 +23,14 @@ impl TwoPods {
         server_proxy_args: &[&str],
         port: u16,
     ) -> anyhow::Result<TwoPods> {
-        let mut mesh = Mesh::start_with(controller_args)?;
-        let mut server = mesh.pod("server", "shop", "server")?;
-        let mut client = mesh.pod("client", "storefront", "web")?;
-        server.start_sidecar_with(server_proxy_args)?;
-        client.start_sidecar()?;
-        mesh.publish_pod(&server)?;
-        client.wait_for_identity(server.ip, &server.identity)?;
-        let echo = EchoServer::start_in(server.netns(), port)?;
-        let target = SocketAddrV4::new(server.ip, port);
+        let pods = PodPair::start_with(controller_args, &[], server_proxy_args)?;
+        let target = pods.server_at(port);
+        let echo = EchoServer::start_in(pods.server.netns(), port)?;
+        let PodPair {
+            client,
+            server,
+            mesh,
+        } = pods;
         Ok(TwoPods {
             echo,
             client,

@@ -195,22 +195,32 @@ impl HttpOutbound {
         }
     }
 
-    /// An `Upgrade` request: over a connection of its own to the endpoint's app port
-    /// (mTLS to a meshed endpoint, whose sidecar relays it on).
+    /// An `Upgrade` request: over a connection of its own, to a meshed endpoint's
+    /// inbound port as HTTP/1.1 in mTLS naming the app port (as on the shared
+    /// connection), or straight to an endpoint without a sidecar.
     async fn upgrade(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         chosen: Chosen,
     ) -> Result<Response<Body>, Failure> {
-        let tcp = connect(chosen.addr)
-            .await
-            .map_err(|e| Failure::Connect(e.to_string()))?;
         let result = match &chosen.identity {
-            Some(identity) => match self.tls.connect(tcp, chosen.addr.ip(), identity).await {
-                Ok(tls) => upgrade::relay(request, tls).await,
-                Err(e) => Err(Failure::Connect(format!("{}: {e}", chosen.addr))),
+            Some(identity) => {
+                let peer = SocketAddr::new(chosen.addr.ip(), self.mesh.port());
+                request
+                    .headers_mut()
+                    .insert(DST_PORT, super::port_value(chosen.addr.port()));
+                match connect(peer).await {
+                    Ok(tcp) => match self.tls.connect(tcp, peer.ip(), identity).await {
+                        Ok(tls) => upgrade::relay(request, tls).await,
+                        Err(e) => Err(Failure::Connect(format!("{peer}: {e}"))),
+                    },
+                    Err(e) => Err(Failure::Connect(e.to_string())),
+                }
+            }
+            None => match connect(chosen.addr).await {
+                Ok(tcp) => upgrade::relay(request, tcp).await,
+                Err(e) => Err(Failure::Connect(e.to_string())),
             },
-            None => upgrade::relay(request, tcp).await,
         };
         if let Some(in_flight) = chosen.in_flight {
             match &result {

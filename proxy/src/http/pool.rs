@@ -174,6 +174,11 @@ impl MeshPool {
         }
     }
 
+    /// The peers' inbound port, where the mesh transport arrives.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The connection to the sidecar of the pod at `ip`, which must prove to be
     /// `identity`: the live one, or a new one.
     pub async fn sender(

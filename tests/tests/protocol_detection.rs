@@ -1,0 +1,119 @@
+//! A server that speaks first, as SMTP does, works through the mesh.
+//!
+//! The client's sidecar peeks at what the app sends first to tell HTTP from anything
+//! else. A client of a server-speaks-first protocol sends nothing until it has read
+//! the server's banner, so the peek can only end by timing out (here after one
+//! second, `--detect-timeout 1s`); the sidecar then carries the connection as opaque
+//! bytes, remembers that this address speaks first, and does not stall the next
+//! connection to it. Its log tells the operator how to skip the wait altogether: the
+//! `trellis.io/opaque-ports` annotation, which reaches the sidecar as
+//! `--opaque-ports`; on such a port nothing is detected.
+
+use std::io::Write as _;
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use trellis_tests::{EchoServer, MeshPod, Metrics, PodPair, host_can_run_pods, read_line};
+
+/// Not 25: a sidecar may know SMTP's own port as opaque without detecting anything.
+const BANNER_PORT: u16 = 2525;
+/// A second banner app's port, which the client's sidecar is told is opaque.
+const DECLARED_PORT: u16 = 2526;
+/// The client's `--detect-timeout` and `--opaque-ports`.
+const DETECT_TIMEOUT: &str = "1s";
+const OPAQUE_PORTS: &str = "25,2526";
+/// How long the client waits for the banner: a deadline, not a measurement. Far
+/// above the client sidecar's one-second detection, yet below the sidecars' default
+/// of ten seconds, so that any second wait for the client to speak (the server's
+/// sidecar detecting again, say) fails the story rather than slowing it down.
+const BANNER_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Reads the banner on a new connection from `client`, then exchanges one line.
+fn greet(client: &MeshPod, target: SocketAddrV4) -> anyhow::Result<(String, String)> {
+    let mut conn = client.connect(target)?;
+    conn.set_read_timeout(Some(BANNER_DEADLINE))?;
+    let banner = read_line(&mut conn)
+        .map_err(|e| anyhow::anyhow!("no banner within {BANNER_DEADLINE:?}: {e}"))?;
+    conn.write_all(b"HELO client\r\n")?;
+    let reply = read_line(&mut conn)?;
+    Ok((banner, reply))
+}
+
+/// How many outbound connections the sidecar detected as `protocol`.
+fn detected(metrics: &Metrics, protocol: &str) -> f64 {
+    let labels = [("direction", "outbound"), ("protocol", protocol)];
+    metrics.sum("detect_total", &labels)
+}
+
+#[test]
+fn a_server_that_speaks_first_works_through_the_mesh_and_is_remembered_as_opaque()
+-> anyhow::Result<()> {
+    if !host_can_run_pods(&[]) {
+        return Ok(());
+    }
+    let client_args = [
+        "--detect-timeout",
+        DETECT_TIMEOUT,
+        "--opaque-ports",
+        OPAQUE_PORTS,
+    ];
+    let pods = PodPair::start_with(&[], &client_args, &[])?;
+    let PodPair { client, server, .. } = &pods;
+    let _banner = EchoServer::start_banner_in(server.netns(), BANNER_PORT, "server")?;
+    let _declared = EchoServer::start_banner_in(server.netns(), DECLARED_PORT, "declared")?;
+    let target = pods.server_at(BANNER_PORT);
+
+    // 1. Twice, a new connection: the client reads the banner, then talks.
+    for connection in ["first", "second"] {
+        let (banner, reply) = greet(client, target).map_err(|e| {
+            anyhow::anyhow!(
+                "{connection} connection: {e}\n{}\n{}",
+                client.proxy_log(),
+                server.proxy_log()
+            )
+        })?;
+        assert_eq!(banner, "220 server hello", "{connection} connection");
+        assert_eq!(
+            reply, "250 server got HELO client",
+            "{connection} connection"
+        );
+    }
+
+    // 2. The first connection was detected by its silence; the second went opaque at
+    // once, because the sidecar remembered the address.
+    let metrics = client.metrics()?;
+    assert_eq!(
+        detected(&metrics, "opaque_timeout"),
+        1.0,
+        "{}",
+        metrics.text
+    );
+    assert_eq!(
+        detected(&metrics, "opaque_remembered"),
+        1.0,
+        "{}",
+        metrics.text
+    );
+
+    // 3. On a port the operator declared opaque, nothing is detected at all.
+    let (banner, reply) = greet(client, pods.server_at(DECLARED_PORT))?;
+    assert_eq!(banner, "220 declared hello");
+    assert_eq!(reply, "250 declared got HELO client");
+    let metrics = client.metrics()?;
+    assert_eq!(detected(&metrics, "opaque_port"), 1.0, "{}", metrics.text);
+    assert_eq!(
+        detected(&metrics, "opaque_timeout"),
+        1.0,
+        "{}",
+        metrics.text
+    );
+
+    // 4. The operator is told how to avoid the first wait.
+    let log = client.proxy_log_text();
+    assert!(
+        log.contains("trellis.io/opaque-ports"),
+        "the client's sidecar never suggested trellis.io/opaque-ports:\n{}",
+        client.proxy_log()
+    );
+    Ok(())
+}
