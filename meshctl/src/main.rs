@@ -1,13 +1,15 @@
 //! `meshctl`, the Trellis operator CLI.
 //!
-//! For now it runs a mesh without Kubernetes: `meshctl local` makes pods out of network
+//! It runs a mesh without Kubernetes: `meshctl local` makes pods out of network
 //! namespaces on a bridge, with a real controller and real sidecars, and `meshctl demo`
-//! gives a guided tour of one. See DESIGN.md, "Running without Kubernetes".
+//! gives a guided tour of one. See DESIGN.md, "Running without Kubernetes". For a
+//! cluster, `meshctl inject` adds the proxy to the pods of Kubernetes YAML.
 //!
 //! # Layout
 //! - `main.rs`: the command line (clap lives only here) and dispatch.
 //! - `local/`: the `meshctl local` commands, one local mesh as a [`local::Local`].
 //! - `demo/`: `meshctl demo` and its app (`meshctl demo-app`, hidden).
+//! - `inject.rs`: `meshctl inject`, over the `trellis-injector` library.
 //! - `state.rs`: the state directory's layout and records.
 //! - `issuer.rs`: the local ServiceAccount token issuer (signing key, JWKS, tokens).
 //! - `process.rs`: detached processes, pid files, stopping process groups.
@@ -19,6 +21,7 @@
 mod binaries;
 mod demo;
 mod error;
+mod inject;
 mod install;
 mod issuer;
 mod local;
@@ -30,6 +33,7 @@ mod state;
 mod table;
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -60,6 +64,11 @@ enum Command {
     /// Start a local mesh with two pods, send traffic between them, show what the
     /// sidecars saw, and remove everything again.
     Demo(DemoArgs),
+    /// Add the Trellis proxy to every pod in Kubernetes YAML and print the result:
+    /// Pods, and the pod templates of Deployments, StatefulSets, DaemonSets,
+    /// ReplicaSets, Jobs and CronJobs, also inside `List`s. Other objects pass through
+    /// unchanged; pods annotated `trellis.io/inject: disabled` are left alone.
+    Inject(InjectArgs),
     /// The demo's app: a plain TCP echo server and its caller.
     #[command(hide = true)]
     DemoApp {
@@ -177,6 +186,17 @@ struct DemoArgs {
     no_install: bool,
 }
 
+#[derive(Debug, clap::Args)]
+struct InjectArgs {
+    /// YAML files, each with one or more documents; `-` reads stdin.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// The mesh config (the injector webhook's `MeshConfig` YAML) [default: the
+    /// built-in defaults].
+    #[arg(long, env = "TRELLIS_MESH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum DemoAppCommand {
     /// Echo every connection back, forever.
@@ -227,6 +247,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             };
             demo::run(&local, &options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inject(args) => {
+            let config = inject::read_config(args.config.as_deref())?;
+            let inputs = inject::read_inputs(&args.files)?;
+            let (yaml, report) = inject::inject_all(&inputs, &config)?;
+            std::io::stdout()
+                .write_all(yaml.as_bytes())
+                .context("writing the injected YAML")?;
+            // On stderr, so that stdout stays a clean stream for `kubectl apply -f -`.
+            for line in report {
+                eprintln!("{line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::DemoApp {
