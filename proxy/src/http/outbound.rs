@@ -245,6 +245,9 @@ fn prepare(
     strip_hop_by_hop(&mut parts.headers);
     // hyper's server already answered `100 Continue` when the body was first read.
     parts.headers.remove(header::EXPECT);
+    // The mesh's own headers are the proxy's to set, never the app's.
+    parts.headers.remove(DST_PORT);
+    parts.headers.remove(ORIG_PROTO);
     let over_mesh = chosen.identity.is_some();
     let wire = if over_mesh { Version::Http2 } else { version };
     shape_for(&mut parts, wire, dst);
