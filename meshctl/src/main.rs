@@ -10,6 +10,8 @@
 //! - `local/`: the `meshctl local` commands, one local mesh as a [`local::Local`].
 //! - `demo/`: `meshctl demo` and its app (`meshctl demo-app`, hidden).
 //! - `inject.rs`: `meshctl inject`, over the `trellis-injector` library.
+//! - `chart.rs`, `chart/`: `meshctl install`, `charts/trellis` rendered without Helm
+//!   (its flags are Helm's, so they are declared there).
 //! - `state.rs`: the state directory's layout and records.
 //! - `issuer.rs`: the local ServiceAccount token issuer (signing key, JWKS, tokens).
 //! - `process.rs`: detached processes, pid files, stopping process groups.
@@ -19,6 +21,7 @@
 //! - `signals.rs`: Ctrl-C as a flag; `table.rs`: aligned text tables.
 
 mod binaries;
+mod chart;
 mod demo;
 mod error;
 mod inject;
@@ -69,6 +72,10 @@ enum Command {
     /// ReplicaSets, Jobs and CronJobs, also inside `List`s. Other objects pass through
     /// unchanged; pods annotated `trellis.io/inject: disabled` are left alone.
     Inject(InjectArgs),
+    /// Print the manifests that install Trellis in a cluster, for `kubectl apply -f -`:
+    /// `charts/trellis` rendered as `helm template` renders it, plus the namespace, and
+    /// a generated CA and webhook certificate where none is given (for trying Trellis).
+    Install(chart::InstallArgs),
     /// The demo's app: a plain TCP echo server and its caller.
     #[command(hide = true)]
     DemoApp {
@@ -260,6 +267,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for line in report {
                 eprintln!("{line}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Install(args) => {
+            chart::install(&args, &mut std::io::stdout().lock(), &mut std::io::stderr())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::DemoApp {
