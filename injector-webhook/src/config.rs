@@ -8,6 +8,7 @@
 //! with its field name.
 
 use serde::{Deserialize, Serialize};
+use trellis_identity::TrustAnchors;
 
 use crate::error::ConfigError;
 use crate::values::{CidrList, PortList, quantity};
@@ -41,8 +42,15 @@ pub struct MeshConfig {
     /// How long that token lives; the kubelet refreshes it at 80 % and the proxy re-reads
     /// it at every renewal. The API server's minimum is 600 (default: 86400).
     pub token_expiration_seconds: u32,
-    /// The ConfigMap in the pod's namespace holding the trust anchors (PEM) (default:
-    /// `trellis-trust-anchors`); the installer copies it into meshed namespaces.
+    /// The mesh's trust anchors, a PEM bundle of root certificates, given to every
+    /// proxy in its environment (`TRELLIS_TRUST_ANCHORS_PEM`), so that labelling a
+    /// namespace is all it takes to mesh it (the chart sets it from
+    /// `identity.trustAnchorsPEM`). When set, the two fields below are not used
+    /// (default: none).
+    pub trust_anchors_pem: Option<String>,
+    /// Without `trustAnchorsPem`: the ConfigMap in the pod's own namespace holding the
+    /// trust anchors, mounted into the proxy, for operators who distribute that
+    /// ConfigMap to every meshed namespace themselves (default: `trellis-trust-anchors`).
     pub trust_anchors_config_map: String,
     /// The key of the PEM bundle in that ConfigMap (default: `ca.crt`).
     pub trust_anchors_key: String,
@@ -149,6 +157,7 @@ impl Default for MeshConfig {
             trust_domain: "cluster.local".into(),
             identity_audience: "identity.trellis.io".into(),
             token_expiration_seconds: 86_400,
+            trust_anchors_pem: None,
             trust_anchors_config_map: "trellis-trust-anchors".into(),
             trust_anchors_key: "ca.crt".into(),
             sidecar: SidecarMode::Native,
@@ -256,6 +265,13 @@ impl MeshConfig {
                 return bad(field, value, "must not be empty");
             }
         }
+        if let Some(pem) = &self.trust_anchors_pem
+            && let Err(reason) = check_certificates(pem)
+        {
+            // The first line says which text it was; the whole bundle would not help.
+            let first_line = pem.trim_start().lines().next().unwrap_or_default();
+            return bad("trustAnchorsPem", &first_line, &reason);
+        }
         if !self.controller_addr.contains(':') {
             return bad(
                 "controllerAddr",
@@ -324,6 +340,14 @@ impl MeshConfig {
         }
         Ok(())
     }
+}
+
+/// The check the proxy makes of `TRELLIS_TRUST_ANCHORS_PEM` at start-up, made here so
+/// that a bad bundle stops the injector rather than every pod it injects.
+fn check_certificates(pem: &str) -> Result<(), String> {
+    TrustAnchors::from_pem(pem.as_bytes())
+        .map(drop)
+        .map_err(|e| format!("{e} (give the PEM text itself, BEGIN and END lines included)"))
 }
 
 fn check_resources(field: &'static str, resources: &Resources) -> Result<(), ConfigError> {

@@ -13,7 +13,8 @@ use crate::{PROXY_CONTAINER, PROXY_INIT_CONTAINER};
 
 /// The projected ServiceAccount token the proxy trades for its certificate.
 pub const TOKEN_VOLUME: &str = "trellis-identity-token";
-/// The trust anchors the proxy verifies peers and the controller against.
+/// The trust anchors the proxy verifies peers and the controller against, from a
+/// ConfigMap in the pod's namespace; only without the mesh config's `trustAnchorsPem`.
 pub const TRUST_ANCHORS_VOLUME: &str = "trellis-trust-anchors";
 /// An empty `/run` for proxy-init: `iptables-restore -w` takes its lock file
 /// `/run/xtables.lock` there, and the image's root filesystem is read-only.
@@ -29,21 +30,34 @@ const ADMIN_PORT_NAME: &str = "trellis-admin";
 
 /// The volumes both containers use, in the order they are appended.
 pub fn volumes(config: &MeshConfig) -> Vec<Value> {
-    vec![
-        json!({
-            "name": TOKEN_VOLUME,
-            "projected": {"sources": [{"serviceAccountToken": {
-                "audience": config.identity_audience,
-                "expirationSeconds": config.token_expiration_seconds,
-                "path": TOKEN_FILE,
-            }}]},
-        }),
-        json!({
+    let mut volumes = vec![json!({
+        "name": TOKEN_VOLUME,
+        "projected": {"sources": [{"serviceAccountToken": {
+            "audience": config.identity_audience,
+            "expirationSeconds": config.token_expiration_seconds,
+            "path": TOKEN_FILE,
+        }}]},
+    })];
+    if config.trust_anchors_pem.is_none() {
+        volumes.push(json!({
             "name": TRUST_ANCHORS_VOLUME,
             "configMap": {"name": config.trust_anchors_config_map},
-        }),
-        json!({"name": XTABLES_LOCK_VOLUME, "emptyDir": {}}),
-    ]
+        }));
+    }
+    volumes.push(json!({"name": XTABLES_LOCK_VOLUME, "emptyDir": {}}));
+    volumes
+}
+
+/// The proxy's mounts: the token, and the trust-anchor ConfigMap unless the anchors
+/// travel in its environment.
+fn proxy_mounts(config: &MeshConfig) -> Vec<Value> {
+    let mut mounts = vec![json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true})];
+    if config.trust_anchors_pem.is_none() {
+        mounts.push(
+            json!({"name": TRUST_ANCHORS_VOLUME, "mountPath": TRUST_ANCHORS_DIR, "readOnly": true}),
+        );
+    }
+    mounts
 }
 
 /// `trellis-proxy-init`: installs the redirect rules, then exits. It needs root and
@@ -120,10 +134,7 @@ pub fn proxy(config: &MeshConfig, effective: &Effective, mode: SidecarMode) -> V
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [
-            {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true},
-            {"name": TRUST_ANCHORS_VOLUME, "mountPath": TRUST_ANCHORS_DIR, "readOnly": true},
-        ],
+        "volumeMounts": proxy_mounts(config),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     });
     let Value::Object(fields) = &mut proxy else {
@@ -172,10 +183,16 @@ fn env(config: &MeshConfig, effective: &Effective) -> Value {
         ),
         value("TRELLIS_CONTROLLER_ADDR", config.controller_addr.clone()),
         value("TRELLIS_TRUST_DOMAIN", config.trust_domain.clone()),
-        value(
-            "TRELLIS_TRUST_ANCHORS",
-            format!("{TRUST_ANCHORS_DIR}/{}", config.trust_anchors_key),
-        ),
+        // The PEM itself when the mesh config has it (as Linkerd's
+        // LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS): nothing need exist in the pod's
+        // namespace. Else the file of the mounted ConfigMap.
+        match &config.trust_anchors_pem {
+            Some(pem) => value("TRELLIS_TRUST_ANCHORS_PEM", pem.clone()),
+            None => value(
+                "TRELLIS_TRUST_ANCHORS",
+                format!("{TRUST_ANCHORS_DIR}/{}", config.trust_anchors_key),
+            ),
+        },
         value("TRELLIS_TOKEN_FILE", format!("{TOKEN_DIR}/{TOKEN_FILE}")),
         value("TRELLIS_INBOUND_ADDR", format!("0.0.0.0:{}", ports.inbound)),
         value(

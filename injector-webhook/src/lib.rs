@@ -107,7 +107,8 @@ pub fn inject(
         return Ok(Outcome::Skipped(reason));
     }
     let effective = annotations::effective(&annotations, config)?;
-    check_names_free(pod)?;
+    let volumes = containers::volumes(config);
+    check_names_free(pod, &volumes)?;
 
     let sidecar = effective.sidecar;
     let proxy_init = containers::proxy_init(config, &effective);
@@ -123,7 +124,7 @@ pub fn inject(
             builder.prepend(&["spec", "containers"], vec![proxy]);
         }
     }
-    builder.append(&["spec", "volumes"], containers::volumes(config));
+    builder.append(&["spec", "volumes"], volumes);
     builder.annotate(vec![
         (
             annotations::INJECTED,
@@ -173,7 +174,11 @@ fn check_shape(pod: &Value) -> Result<(), Rejection> {
 
 /// The volumes we add must not collide with the pod's (our containers' names were
 /// already checked: a pod holding them counts as injected).
-fn check_names_free(pod: &Value) -> Result<(), Rejection> {
+fn check_names_free(pod: &Value, ours: &[Value]) -> Result<(), Rejection> {
+    let ours: Vec<&str> = ours
+        .iter()
+        .filter_map(|volume| volume.get("name").and_then(Value::as_str))
+        .collect();
     let taken = pod
         .pointer("/spec/volumes")
         .and_then(Value::as_array)
@@ -181,7 +186,7 @@ fn check_names_free(pod: &Value) -> Result<(), Rejection> {
         .flatten()
         .filter_map(|volume| volume.get("name").and_then(Value::as_str));
     for name in taken {
-        if [TOKEN_VOLUME, TRUST_ANCHORS_VOLUME, XTABLES_LOCK_VOLUME].contains(&name) {
+        if ours.contains(&name) {
             return Err(Rejection::NameTaken {
                 kind: "volume",
                 name: name.to_owned(),

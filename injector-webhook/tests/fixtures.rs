@@ -36,9 +36,17 @@ fn injected(pod: &Value, config: &MeshConfig) -> Value {
 
 #[test]
 fn the_fuzzed_pod_keeps_every_field_and_becomes_a_valid_meshed_pod() {
-    for sidecar in [SidecarMode::Native, SidecarMode::Classic] {
+    let pem = rcgen::generate_simple_self_signed(vec!["mesh-root.test".into()])
+        .unwrap()
+        .cert
+        .pem();
+    let modes = [SidecarMode::Native, SidecarMode::Classic]
+        .into_iter()
+        .flat_map(|sidecar| [(sidecar, None), (sidecar, Some(pem.clone()))]);
+    for (sidecar, trust_anchors_pem) in modes {
         let config = MeshConfig {
             sidecar,
+            trust_anchors_pem,
             ..MeshConfig::default()
         };
         let pod = fixture_pod();

@@ -222,6 +222,69 @@ fn the_proxy_environment_names_flags_the_proxy_reads() {
 }
 
 #[test]
+fn the_trust_anchors_reach_the_proxy_in_its_environment_or_from_a_config_map() {
+    let pem = rcgen::generate_simple_self_signed(vec!["mesh-root.test".into()])
+        .unwrap()
+        .cert
+        .pem();
+    // As the chart writes it: the PEM as one double-quoted YAML string.
+    let yaml = format!("trustAnchorsPem: {}", serde_json::to_string(&pem).unwrap());
+    let inline = MeshConfig::from_yaml(&yaml).expect("a valid mesh config");
+    assert_eq!(inline.trust_anchors_pem.as_deref(), Some(pem.as_str()));
+
+    // Inline: the PEM is in the environment, and nothing is mounted for it, so the pod
+    // needs nothing in its namespace.
+    let patched = injected_with(&shop_pod(), &inline);
+    let proxy = container(&patched, "initContainers", PROXY_CONTAINER);
+    assert_eq!(
+        env_value(proxy, "TRELLIS_TRUST_ANCHORS_PEM"),
+        Some(pem.as_str())
+    );
+    assert_eq!(env_value(proxy, "TRELLIS_TRUST_ANCHORS"), None);
+    assert_eq!(
+        proxy["volumeMounts"],
+        json!([{"name": "trellis-identity-token", "mountPath": "/var/run/trellis/identity", "readOnly": true}])
+    );
+    assert_eq!(
+        volume_names(&patched),
+        [
+            "config",
+            "tmp",
+            "trellis-identity-token",
+            "trellis-xtables-lock"
+        ]
+    );
+    assert!(
+        include_str!("../../proxy/src/main.rs").contains("env = \"TRELLIS_TRUST_ANCHORS_PEM\""),
+        "the proxy has no TRELLIS_TRUST_ANCHORS_PEM"
+    );
+    typed(&patched);
+    // The ConfigMap's volume name is then not ours, so a pod may use it.
+    let mut own = shop_pod();
+    own["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "trellis-trust-anchors", "emptyDir": {}}));
+    injected_with(&own, &inline);
+
+    // Without it: the ConfigMap of the pod's namespace, mounted, and its file named.
+    let patched = injected_with(&shop_pod(), &MeshConfig::default());
+    let proxy = container(&patched, "initContainers", PROXY_CONTAINER);
+    assert_eq!(env_value(proxy, "TRELLIS_TRUST_ANCHORS_PEM"), None);
+    assert_eq!(
+        env_value(proxy, "TRELLIS_TRUST_ANCHORS"),
+        Some("/var/run/trellis/trust-anchors/ca.crt")
+    );
+    assert!(
+        proxy["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "trellis-trust-anchors", "mountPath": "/var/run/trellis/trust-anchors", "readOnly": true}))
+    );
+    assert!(volume_names(&patched).contains(&"trellis-trust-anchors".to_owned()));
+}
+
+#[test]
 fn proxy_init_flags_are_flags_proxy_init_has() {
     let pod = with_annotations(
         &shop_pod(),
@@ -417,6 +480,32 @@ skipOutboundCidrs: 10.96.0.1/32
         "mesh.example.com"
     );
     typed(&patched);
+}
+
+/// `pod` as injected explicitly with `config`.
+fn injected_with(pod: &Value, config: &MeshConfig) -> Value {
+    match inject(pod, &Request::Explicit { namespace: None }, config).expect("injectable") {
+        Outcome::Injected { patch, .. } => apply(pod, &patch),
+        Outcome::Skipped(reason) => panic!("skipped: {reason}"),
+    }
+}
+
+/// The literal value of the container's variable `name`, if it has one.
+fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)?["value"]
+        .as_str()
+}
+
+fn volume_names(pod: &Value) -> Vec<String> {
+    pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// `pod` with these annotations added.

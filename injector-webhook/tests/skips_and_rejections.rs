@@ -293,6 +293,12 @@ fn the_mesh_config_reports_bad_fields_by_name() {
             "proxyImage: {repository: x, tag: y, pullPolicy: Sometimes}",
             "proxyImage",
         ),
+        // A path where the PEM belongs, and a bundle cut short.
+        ("trustAnchorsPem: /etc/trellis/ca.crt", "trustAnchorsPem"),
+        (
+            "trustAnchorsPem: \"-----BEGIN CERTIFICATE-----\\nMIIB\\n\"",
+            "trustAnchorsPem",
+        ),
     ];
     for (yaml, field) in cases {
         let error = MeshConfig::from_yaml(yaml).expect_err(yaml).to_string();

@@ -8,10 +8,12 @@
 //! Without them these tests say so and pass, unless `TRELLIS_E2E=require` (CI), where
 //! they fail.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_yaml_ng::Value as Yaml;
+use trellis_injector::{MeshConfig, Outcome, Request, inject};
 
 /// The Kubernetes version whose schema every object must satisfy.
 const KUBERNETES_VERSION: &str = "1.33.0";
@@ -294,6 +296,63 @@ fn meshctl_install_renders_the_objects_helm_template_renders() {
         let helm = succeeded(case, helm_template(&tools, &flags));
         let meshctl = succeeded(case, meshctl_install(&flags));
         assert_same_objects(&helm, &meshctl, case);
+    }
+}
+
+#[test]
+fn a_pod_injected_with_the_installed_mesh_config_carries_the_trust_anchors() {
+    let Some(tools) = tools() else { return };
+    let pems = Pems::new("anchors");
+    let anchors = std::fs::read_to_string(pems.dir.join("anchors.pem")).unwrap();
+    let helm = succeeded("helm template", helm_template(&tools, &pems.flags(&[])));
+    let meshctl = succeeded("meshctl install", meshctl_install(&pems.flags(&[])));
+    for (who, stream) in [("helm", &helm), ("meshctl", &meshctl)] {
+        let (_, config_map) = objects(stream)
+            .into_iter()
+            .find(|(key, _)| key == "ConfigMap trellis-system/trellis-mesh-config")
+            .unwrap_or_else(|| panic!("{who}: no trellis-mesh-config"));
+        // objects() has parsed the YAML inside the ConfigMap.
+        let mesh_config = &config_map["data"]["mesh-config.yaml"];
+        assert_eq!(
+            mesh_config["trustAnchorsPem"].as_str(),
+            Some(anchors.as_str()),
+            "{who}: the injector's mesh config must carry identity.trustAnchorsPEM"
+        );
+        let config = MeshConfig::from_yaml(&serde_yaml_ng::to_string(mesh_config).unwrap())
+            .unwrap_or_else(|error| panic!("{who}: {error}"));
+
+        // A pod created in a namespace that was only labelled: its proxy has the
+        // anchors in its environment, and mounts nothing that namespace lacks.
+        let pod = serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+        });
+        let labels = BTreeMap::from([("trellis.io/inject".to_owned(), "enabled".to_owned())]);
+        let request = Request::Admission {
+            namespace: "shop",
+            namespace_labels: &labels,
+        };
+        let Outcome::Injected { patch, .. } = inject(&pod, &request, &config).unwrap() else {
+            panic!("{who}: the pod was not injected");
+        };
+        let mut meshed = pod.clone();
+        json_patch::patch(&mut meshed, &patch).unwrap();
+        let proxy = &meshed["spec"]["initContainers"][1];
+        assert_eq!(proxy["name"], "trellis-proxy");
+        let env = proxy["env"].as_array().unwrap();
+        assert!(
+            env.contains(
+                &serde_json::json!({"name": "TRELLIS_TRUST_ANCHORS_PEM", "value": anchors})
+            ),
+            "{who}: {env:?}"
+        );
+        let volumes = meshed["spec"]["volumes"].as_array().unwrap();
+        assert!(
+            volumes
+                .iter()
+                .all(|volume| volume.get("configMap").is_none()),
+            "{who}: {volumes:?}"
+        );
     }
 }
 

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
 use serde::Serialize;
 use trellis_identity::SpiffeId;
 
@@ -26,8 +28,8 @@ pub struct Config {
     /// The identity the controller must present; anything else is an impostor.
     #[serde(serialize_with = "display")]
     pub controller_identity: SpiffeId,
-    /// PEM bundle of the mesh roots every peer chain must lead to.
-    pub trust_anchors: PathBuf,
+    /// The mesh roots every peer chain must lead to: a PEM file, or the PEM itself.
+    pub trust_anchors: TrustAnchorsSource,
     /// The ServiceAccount token proving who this workload is; re-read at every
     /// renewal, since the kubelet rotates it.
     pub token_file: PathBuf,
@@ -59,11 +61,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// The addresses and defaults of DESIGN.md, for the given controller and files.
+    /// The addresses and defaults of DESIGN.md, for the given controller, anchors and
+    /// token.
     pub fn new(
         controller_addr: String,
         controller_identity: SpiffeId,
-        trust_anchors: PathBuf,
+        trust_anchors: TrustAnchorsSource,
         token_file: PathBuf,
     ) -> Self {
         Config {
@@ -89,6 +92,51 @@ impl Config {
     }
 }
 
+/// Where the trust anchors come from. Read once, at start-up: a new root reaches a
+/// proxy with its next restart either way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrustAnchorsSource {
+    /// A PEM file (`--trust-anchors`), e.g. a mounted ConfigMap.
+    File(PathBuf),
+    /// The PEM bundle itself (`--trust-anchors-pem`, `TRELLIS_TRUST_ANCHORS_PEM`), as
+    /// the injector writes it into the pod spec, so that no object has to exist in the
+    /// pod's namespace.
+    Inline(String),
+}
+
+impl TrustAnchorsSource {
+    /// The flag it came from, as an operator would look for it, for errors.
+    pub fn origin(&self) -> String {
+        match self {
+            TrustAnchorsSource::File(path) => format!("--trust-anchors {}", path.display()),
+            TrustAnchorsSource::Inline(_) => {
+                "--trust-anchors-pem (TRELLIS_TRUST_ANCHORS_PEM)".to_owned()
+            }
+        }
+    }
+}
+
+/// `/config` shows the file's path, or how many certificates an inline bundle holds,
+/// not the PEM itself: it is public, but would drown the rest of the page.
+impl Serialize for TrustAnchorsSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TrustAnchorsSource::File(path) => path.serialize(s),
+            TrustAnchorsSource::Inline(pem) => {
+                let count = CertificateDer::pem_slice_iter(pem.as_bytes())
+                    .filter(Result::is_ok)
+                    .count();
+                let noun = if count == 1 {
+                    "certificate"
+                } else {
+                    "certificates"
+                };
+                s.collect_str(&format_args!("inline ({count} {noun})"))
+            }
+        }
+    }
+}
+
 fn display<S: serde::Serializer>(id: &SpiffeId, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(id)
 }
@@ -105,4 +153,33 @@ pub(crate) fn display_opt<S: serde::Serializer>(
 
 fn duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_duration(*d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_page_shows_where_the_anchors_are_not_the_pem() {
+        let root = |name: &str| {
+            rcgen::generate_simple_self_signed(vec![name.to_owned()])
+                .unwrap()
+                .cert
+                .pem()
+        };
+        let bundle = format!("{}{}", root("a.test"), root("b.test"));
+        let shown = |source: TrustAnchorsSource| serde_json::to_value(source).unwrap();
+        assert_eq!(
+            shown(TrustAnchorsSource::Inline(bundle)),
+            "inline (2 certificates)"
+        );
+        assert_eq!(
+            shown(TrustAnchorsSource::Inline(root("a.test"))),
+            "inline (1 certificate)"
+        );
+        assert_eq!(
+            shown(TrustAnchorsSource::File("/etc/trellis/ca.crt".into())),
+            "/etc/trellis/ca.crt"
+        );
+    }
 }

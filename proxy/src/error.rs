@@ -21,8 +21,10 @@ pub enum Error {
     },
     #[error("{path}: {message}")]
     PeersFile { path: PathBuf, message: String },
-    #[error("trust anchors {path}: {source}")]
-    TrustAnchors { path: PathBuf, source: VerifyError },
+    #[error(
+        "trust anchors from {origin}: {source} (it must be a PEM bundle of the mesh's root certificates, BEGIN and END lines included)"
+    )]
+    TrustAnchors { origin: String, source: VerifyError },
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     #[error("cannot make a key pair or CSR: {0}")]

@@ -21,6 +21,7 @@ use trellis_proto::identity::v1::CertifyRequest;
 use trellis_proto::identity::v1::identity_client::IdentityClient;
 
 use crate::backoff::Backoff;
+use crate::config::TrustAnchorsSource;
 use crate::controller::Controller;
 use crate::metrics::{CertifyLabels, Metrics};
 use crate::{Config, Error};
@@ -53,15 +54,7 @@ struct Inner {
 
 impl Identity {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, Error> {
-        let pem = std::fs::read(&config.trust_anchors).map_err(|source| Error::Read {
-            what: "trust anchors",
-            path: config.trust_anchors.clone(),
-            source,
-        })?;
-        let anchors = TrustAnchors::from_pem(&pem).map_err(|source| Error::TrustAnchors {
-            path: config.trust_anchors.clone(),
-            source,
-        })?;
+        let anchors = load_anchors(&config.trust_anchors)?;
         let controller = Controller::new(
             config.controller_addr.clone(),
             config.controller_identity.clone(),
@@ -241,8 +234,104 @@ impl ResolvesClientCert for Identity {
     }
 }
 
+/// Reads the trust anchors from a file or from the PEM given inline; an error names
+/// the flag (and variable) the bad bundle came from.
+pub fn load_anchors(source: &TrustAnchorsSource) -> Result<TrustAnchors, Error> {
+    let pem = match source {
+        TrustAnchorsSource::File(path) => std::fs::read(path).map_err(|source| Error::Read {
+            what: "trust anchors",
+            path: path.clone(),
+            source,
+        })?,
+        TrustAnchorsSource::Inline(pem) => pem.clone().into_bytes(),
+    };
+    TrustAnchors::from_pem(&pem).map_err(|error| Error::TrustAnchors {
+        origin: source.origin(),
+        source: error,
+    })
+}
+
 fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair, SanType,
+    };
+
+    use super::*;
+
+    const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
+
+    /// A mesh root, as PEM, and a workload certificate it signed for `web`.
+    fn root_and_leaf() -> (String, CertificateDer<'static>) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let root = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![SanType::URI(WEB.try_into().unwrap())];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let leaf = params
+            .signed_by(&KeyPair::generate().unwrap(), &root)
+            .unwrap();
+        (root.pem(), leaf.der().clone())
+    }
+
+    #[test]
+    fn a_file_and_the_same_pem_inline_are_the_same_anchors() {
+        let (root, leaf) = root_and_leaf();
+        let path =
+            std::env::temp_dir().join(format!("trellis-proxy-anchors-{}.pem", std::process::id()));
+        std::fs::write(&path, &root).unwrap();
+        let from_file = load_anchors(&TrustAnchorsSource::File(path.clone()));
+        std::fs::remove_file(&path).unwrap();
+        let from_file = from_file.unwrap();
+        let inline = load_anchors(&TrustAnchorsSource::Inline(root)).unwrap();
+
+        assert_eq!(format!("{from_file:?}"), format!("{inline:?}"));
+        for anchors in [&from_file, &inline] {
+            let id = verify_chain(&leaf, &[], anchors, UnixTime::now(), Presenter::Client);
+            assert_eq!(id.unwrap().as_str(), WEB);
+        }
+        // And neither trusts a workload of another mesh.
+        let (_, stranger) = root_and_leaf();
+        for anchors in [&from_file, &inline] {
+            assert!(
+                verify_chain(&stranger, &[], anchors, UnixTime::now(), Presenter::Client).is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn a_malformed_inline_bundle_is_refused_naming_its_variable() {
+        let (root, _) = root_and_leaf();
+        let truncated = root.lines().take(3).collect::<Vec<_>>().join("\n");
+        for pem in [
+            "",
+            "/var/run/trellis/trust-anchors/ca.crt",
+            truncated.as_str(),
+        ] {
+            let error = load_anchors(&TrustAnchorsSource::Inline(pem.to_owned())).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                message.contains("--trust-anchors-pem (TRELLIS_TRUST_ANCHORS_PEM)"),
+                "{pem:?}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_refused_naming_it() {
+        let source = TrustAnchorsSource::File("/nonexistent/ca.crt".into());
+        let error = load_anchors(&source).unwrap_err().to_string();
+        assert!(
+            error.contains("trust anchors /nonexistent/ca.crt"),
+            "{error}"
+        );
+    }
 }

@@ -6,15 +6,23 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{ArgGroup, Parser};
 use tokio_util::sync::CancellationToken;
 use trellis_identity::SpiffeId;
+use trellis_proxy::config::TrustAnchorsSource;
 use trellis_proxy::peers::{PeerKey, PeerSource};
 use trellis_proxy::{Config, Listeners};
 
 /// The Trellis sidecar proxy.
 #[derive(Debug, Parser)]
 #[command(version, about)]
+// The anchors come from a file or inline, never both: two sources could disagree.
+#[command(group(
+    ArgGroup::new("anchors")
+        .args(["trust_anchors", "trust_anchors_pem"])
+        .required(true)
+        .multiple(false)
+))]
 struct Args {
     /// The controller's identity service, host:port.
     #[arg(long, env = "TRELLIS_CONTROLLER_ADDR")]
@@ -26,9 +34,22 @@ struct Args {
     /// The mesh's trust domain.
     #[arg(long, env = "TRELLIS_TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
-    /// PEM file of the mesh trust anchors (root certificates).
+    /// PEM file of the mesh trust anchors (root certificates). Exactly one of this
+    /// and --trust-anchors-pem.
     #[arg(long, env = "TRELLIS_TRUST_ANCHORS")]
-    trust_anchors: PathBuf,
+    trust_anchors: Option<PathBuf>,
+    /// The mesh trust anchors themselves, as a PEM bundle (the injector sets the
+    /// variable in the pod spec, so no ConfigMap is needed in the pod's namespace).
+    // A PEM starts with "-----BEGIN", which clap would otherwise take for a flag; and
+    // --help need not print the whole bundle.
+    #[arg(
+        long,
+        env = "TRELLIS_TRUST_ANCHORS_PEM",
+        value_name = "PEM",
+        allow_hyphen_values = true,
+        hide_env_values = true
+    )]
+    trust_anchors_pem: Option<String>,
     /// The workload's ServiceAccount token, re-read at every renewal.
     #[arg(long, env = "TRELLIS_TOKEN_FILE")]
     token_file: PathBuf,
@@ -113,10 +134,16 @@ impl Args {
             )
             .map_err(|e| format!("--trust-domain {:?}: {e}", self.trust_domain))?,
         };
+        let trust_anchors = match (self.trust_anchors, self.trust_anchors_pem) {
+            (Some(path), None) => TrustAnchorsSource::File(path),
+            (None, Some(pem)) => TrustAnchorsSource::Inline(pem),
+            // clap's group already refuses both and neither; this keeps it so.
+            _ => return Err("give exactly one of --trust-anchors and --trust-anchors-pem".into()),
+        };
         let mut config = Config::new(
             self.controller_addr,
             controller_identity,
-            self.trust_anchors,
+            trust_anchors,
             self.token_file,
         );
         config.identity = self.identity;
@@ -206,5 +233,48 @@ fn init_logging(format: &str) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    fn parse(anchors: &[&str]) -> Result<Args, clap::Error> {
+        let mut args = vec![
+            "trellis-proxy",
+            "--controller-addr=trellis-controller:8086",
+            "--token-file=/var/run/trellis/identity/token",
+        ];
+        args.extend_from_slice(anchors);
+        Args::try_parse_from(args)
+    }
+
+    fn anchors_of(args: Args) -> TrustAnchorsSource {
+        args.into_config().unwrap().trust_anchors
+    }
+
+    #[test]
+    fn the_anchors_come_from_exactly_one_of_a_file_and_the_pem_itself() {
+        assert_eq!(
+            anchors_of(parse(&["--trust-anchors=/etc/trellis/ca.crt"]).unwrap()),
+            TrustAnchorsSource::File("/etc/trellis/ca.crt".into())
+        );
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            anchors_of(parse(&["--trust-anchors-pem", pem]).unwrap()),
+            TrustAnchorsSource::Inline(pem.into())
+        );
+
+        let neither = parse(&[]).unwrap_err();
+        assert_eq!(neither.kind(), ErrorKind::MissingRequiredArgument);
+        assert!(
+            neither.to_string().contains("--trust-anchors-pem"),
+            "{neither}"
+        );
+        let both = parse(&["--trust-anchors=/ca.crt", "--trust-anchors-pem", pem]).unwrap_err();
+        assert_eq!(both.kind(), ErrorKind::ArgumentConflict, "{both}");
     }
 }

@@ -4,8 +4,9 @@
 //! ([`crate::http::outbound`]); anything else is forwarded as opaque bytes, over mTLS
 //! to a meshed endpoint.
 //!
-//! A destination the mesh does not know is passed through untouched: no detection,
-//! no parsing, no added wait.
+//! A destination the mesh does not know is still detected, as Linkerd does: its HTTP
+//! is proxied to the original address (counted, with failures as statuses), anything
+//! else is passed through as bytes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,14 +72,6 @@ impl Outbound {
             return (false, Err(ConnError::Loop(dst.0.port())));
         }
         let destination = self.directory.load().resolve(dst);
-        let known = match &destination {
-            Destination::Passthrough => self.peers.lookup(dst).is_some(),
-            Destination::Service(_) | Destination::Pod { .. } => true,
-        };
-        if !known {
-            return self.opaque(app, &destination, dst).await;
-        }
-
         let opaque_port = self.opaque_ports.contains(&dst.0.port())
             || matches!(&destination, Destination::Service(s) if s.is_opaque());
         let skip = if opaque_port {

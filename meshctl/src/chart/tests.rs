@@ -207,14 +207,30 @@ fn object(manifests: &[Manifest], kind: &str, name: &str) -> serde_yaml_ng::Valu
 }
 
 #[test]
-fn the_default_mesh_config_is_the_injectors_default() {
-    let manifests = install_defaults();
+fn the_default_mesh_config_is_the_injectors_default_with_the_trust_anchors_inline() {
+    let mut values = values(&InstallArgs::default()).unwrap();
+    generate_missing(&mut values, NAMESPACE).unwrap();
+    let manifests = render(&values, NAMESPACE).unwrap();
+    let Some(Value::String(anchors)) = values.get(&["identity", "trustAnchorsPEM"]) else {
+        panic!("no generated trust anchors");
+    };
     let config_map = object(&manifests, "ConfigMap", "trellis-mesh-config");
     let text = config_map["data"]["mesh-config.yaml"].as_str().unwrap();
     let config = MeshConfig::from_yaml(text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+    // The same PEM as the controller's ConfigMap, byte for byte, so that every
+    // injected proxy trusts what the controller's certificates chain to.
+    let controllers = object(&manifests, "ConfigMap", "trellis-trust-anchors");
+    assert_eq!(
+        controllers["data"]["ca.crt"].as_str(),
+        Some(anchors.as_str())
+    );
+    assert_eq!(config.trust_anchors_pem.as_deref(), Some(anchors.as_str()));
     assert_eq!(
         config,
-        MeshConfig::default(),
+        MeshConfig {
+            trust_anchors_pem: Some(anchors.clone()),
+            ..MeshConfig::default()
+        },
         "values.yaml's injector.meshConfig drifted from injector-webhook/src/config.rs"
     );
 }

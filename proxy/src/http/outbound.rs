@@ -88,7 +88,10 @@ impl HttpOutbound {
         let destination = self.directory.load().resolve(OrigDstAddr(dst));
         let authority = match &destination {
             Destination::Service(service) => service.authority.clone(),
-            _ => dst.to_string(),
+            Destination::Pod { .. } => dst.to_string(),
+            // Outside the mesh there is no bound on addresses, so the label is the
+            // port alone.
+            Destination::Passthrough => format!("passthrough:{}", dst.port()),
         };
         let upgrading = version == Version::Http1 && is_upgrade(request.headers());
         let observe = |peer: &Option<SpiffeId>| {
