@@ -8,7 +8,8 @@
 //!
 //! Convergence is judged by content, not by version strings: a stream has a snapshot
 //! when its Service set has every service and its Endpoints set every endpoint
-//! (one more after each change).
+//! (one more after each change). The streams count what a response carries rather
+//! than decode it, unless told to ([`Decode`]): they run on the controller's cores.
 
 mod stream;
 
@@ -26,6 +27,7 @@ use trellis_control_plane::token::mint;
 use trellis_identity::{TrustAnchors, tls};
 use trellis_proto::discovery::v1::type_url;
 
+pub use self::stream::Decode;
 use self::stream::{Event, open_stream};
 use crate::Error;
 use crate::resources::{self, Usage};
@@ -49,6 +51,8 @@ pub struct ScaleConfig {
     pub dir: PathBuf,
     /// How long any one phase (start, first sync, one change) may take.
     pub timeout: Duration,
+    /// How much of each response the streams decode (see `stream.rs`).
+    pub decode: Decode,
 }
 
 /// Percentiles of per-stream times, in milliseconds.
@@ -64,6 +68,8 @@ pub struct ScaleReport {
     pub services: usize,
     pub endpoints_per_service: usize,
     pub streams: usize,
+    /// How much of each response the streams decoded before ACKing it.
+    pub decode: Decode,
     /// From the first connection attempt until the last stream has ACKed the whole
     /// first snapshot (all four types).
     pub initial_sync_all_ms: f64,
@@ -153,7 +159,13 @@ async fn measure(config: &ScaleConfig) -> Result<ScaleReport, Error> {
     let first_attempt = Instant::now();
     for index in 0..config.streams {
         started.push(Instant::now());
-        tasks.spawn(open_stream(index, grpc, tls.clone(), events_tx.clone()));
+        tasks.spawn(open_stream(
+            index,
+            grpc,
+            tls.clone(),
+            config.decode,
+            events_tx.clone(),
+        ));
     }
     drop(events_tx);
 
@@ -228,6 +240,7 @@ async fn measure(config: &ScaleConfig) -> Result<ScaleReport, Error> {
         services: config.services,
         endpoints_per_service: config.endpoints,
         streams: config.streams,
+        decode: config.decode,
         initial_sync_all_ms: millis(initial_sync_all),
         initial_sync: spread(initial),
         changes,
@@ -459,9 +472,13 @@ impl std::fmt::Display for ScaleReport {
                 s.p50_ms, s.p99_ms, s.max_ms
             )
         };
+        let decode = match self.decode {
+            Decode::Count => "responses counted, not decoded",
+            Decode::Full => "responses decoded in full",
+        };
         writeln!(
             f,
-            "{} services x {} endpoints, {} streams",
+            "{} services x {} endpoints, {} streams ({decode})",
             self.services, self.endpoints_per_service, self.streams
         )?;
         writeln!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use trellis_bench::discovery_scale::{self, ScaleConfig};
+use trellis_bench::discovery_scale::{self, Decode, ScaleConfig};
 use trellis_bench::load::{self, LoadConfig, Pacing, Protocol, Target};
 use trellis_bench::plan::{Mode, Plan, Workload};
 use trellis_bench::run::{self, RunOptions};
@@ -62,6 +62,11 @@ struct DiscoveryScaleArgs {
     /// How long starting, the first sync or one change may take.
     #[arg(long, env = "TRELLIS_BENCH_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Decode every response into the proxy's types before ACKing it, as a proxy
+    /// does (the streams share the controller's cores, so this cost lands on the
+    /// controller's figures); by default responses are only counted.
+    #[arg(long, env = "TRELLIS_BENCH_FULL_DECODE")]
+    full_decode: bool,
     /// Print one JSON object instead of the summary.
     #[arg(long, env = "TRELLIS_BENCH_JSON")]
     json: bool,
@@ -72,7 +77,8 @@ struct RunArgs {
     /// Every scenario and workload once for about a second (a smoke test).
     #[arg(long, env = "TRELLIS_BENCH_QUICK", conflicts_with = "full")]
     quick: bool,
-    /// Five repeats of 30 s per measurement (the default is three of 10 s).
+    /// Five repeats of 10 s per measurement after a 5 s warm-up (the default is three
+    /// of 10 s after 3 s).
     #[arg(long, env = "TRELLIS_BENCH_FULL")]
     full: bool,
     /// Where the reports go.
@@ -81,7 +87,8 @@ struct RunArgs {
     /// Only these scenarios (comma-separated names, e.g. baseline,trellis-1hop).
     #[arg(long, env = "TRELLIS_BENCH_SCENARIOS", value_delimiter = ',')]
     scenarios: Vec<String>,
-    /// Only these workloads (http1, grpc, new_connection, bulk_1mib, idle).
+    /// Only these workloads (http1, grpc, new_connection, new_mtls_connection,
+    /// bulk_1mib, idle).
     #[arg(long, env = "TRELLIS_BENCH_WORKLOADS", value_delimiter = ',')]
     workloads: Vec<String>,
     /// Override the measured seconds of each repeat.
@@ -172,9 +179,15 @@ struct LoadArgs {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Where the HTTP/1.1 + h2c backend listens.
-    #[arg(long, env = "TRELLIS_BENCH_HTTP", required_unless_present = "grpc")]
-    http: Option<SocketAddr>,
+    /// Where the HTTP/1.1 + h2c backend listens; repeat it (or separate with commas)
+    /// for the same backend on several ports.
+    #[arg(
+        long,
+        env = "TRELLIS_BENCH_HTTP",
+        value_delimiter = ',',
+        required_unless_present = "grpc"
+    )]
+    http: Vec<SocketAddr>,
     /// Where the gRPC echo backend listens.
     #[arg(long, env = "TRELLIS_BENCH_GRPC")]
     grpc: Option<SocketAddr>,
@@ -234,6 +247,11 @@ fn run_discovery_scale(args: DiscoveryScaleArgs) -> anyhow::Result<()> {
         controller,
         dir,
         timeout: args.timeout,
+        decode: if args.full_decode {
+            Decode::Full
+        } else {
+            Decode::Count
+        },
     };
     let report = discovery_scale::run(&config)?;
     if args.json {
@@ -383,7 +401,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     runtime.block_on(async move {
         let mut tasks = tokio::task::JoinSet::new();
-        if let Some(addr) = args.http {
+        for addr in args.http {
             let listener = bind(addr).await?;
             println!("http listening on {}", listener.local_addr()?);
             tasks.spawn(serve::serve_http(listener, backend));

@@ -16,7 +16,7 @@ pub enum Mode {
     Quick,
     /// Three repeats of 10 s, the worst dropped.
     Standard,
-    /// Five repeats of 30 s, the worst dropped.
+    /// Five repeats of 10 s after a longer warm-up, the worst dropped.
     Full,
 }
 
@@ -28,8 +28,15 @@ pub enum Workload {
     Http1,
     /// gRPC unary calls over h2c, 2 connections × 8 streams.
     Grpc,
-    /// One HTTP/1.1 request per fresh connection: connection (and mTLS) setup cost.
+    /// One HTTP/1.1 request per fresh app connection to the backend's HTTP port: what
+    /// accepting a connection costs a proxy. Between two Trellis sidecars the request
+    /// rides their pooled HTTP/2 mTLS connection, so no handshake is involved.
     NewConnection,
+    /// One HTTP/1.1 request per fresh app connection to the backend's opaque port
+    /// ([`crate::scenario::ports::BACKEND_OPAQUE`]): every app connection becomes a
+    /// connection of its own between the hops, a new mTLS connection between two
+    /// Trellis sidecars. The handshake cost.
+    NewMtlsConnection,
     /// 1 MiB answers on 4 connections: throughput.
     Bulk,
     /// 1,000 connections that each made one request and then stay open: memory.
@@ -37,10 +44,11 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Http1,
         Workload::Grpc,
         Workload::NewConnection,
+        Workload::NewMtlsConnection,
         Workload::Bulk,
         Workload::Idle,
     ];
@@ -50,6 +58,7 @@ impl Workload {
             Workload::Http1 => "http1",
             Workload::Grpc => "grpc",
             Workload::NewConnection => "new_connection",
+            Workload::NewMtlsConnection => "new_mtls_connection",
             Workload::Bulk => "bulk_1mib",
             Workload::Idle => "idle",
         }
@@ -60,6 +69,7 @@ impl Workload {
             Workload::Http1 => "Small HTTP/1.1 requests",
             Workload::Grpc => "gRPC unary calls",
             Workload::NewConnection => "A new connection per request",
+            Workload::NewMtlsConnection => "A new mTLS connection per request",
             Workload::Bulk => "1 MiB responses",
             Workload::Idle => "1,000 idle connections",
         }
@@ -119,7 +129,7 @@ impl Plan {
         let (duration, warmup, repeats) = match mode {
             Mode::Quick => (Duration::from_secs(1), Duration::from_millis(300), 1),
             Mode::Standard => (Duration::from_secs(10), Duration::from_secs(3), 3),
-            Mode::Full => (Duration::from_secs(30), Duration::from_secs(5), 5),
+            Mode::Full => (Duration::from_secs(10), Duration::from_secs(5), 5),
         };
         Plan {
             mode,
@@ -144,8 +154,10 @@ impl Plan {
                 Load::Rate(5_000),
                 Load::Max,
             ],
-            Workload::NewConnection if quick => vec![Load::Rate(200), Load::Max],
-            Workload::NewConnection => {
+            Workload::NewConnection | Workload::NewMtlsConnection if quick => {
+                vec![Load::Rate(200), Load::Max]
+            }
+            Workload::NewConnection | Workload::NewMtlsConnection => {
                 vec![
                     Load::Rate(20),
                     Load::Rate(200),
@@ -156,6 +168,20 @@ impl Plan {
             Workload::Bulk => vec![Load::Max],
             Workload::Idle => vec![Load::Connections(1_000)],
         }
+    }
+
+    /// The time spent sending load: each cell's warm-up and repeats, over every
+    /// scenario. Starting the scenarios and holding idle connections come on top
+    /// (a few seconds per scenario).
+    pub fn load_time(&self) -> Duration {
+        let per_cell = self.warmup + self.duration * self.repeats as u32;
+        let cells: usize = self
+            .workloads
+            .iter()
+            .filter(|workload| **workload != Workload::Idle)
+            .map(|workload| self.loads(*workload).len())
+            .sum();
+        per_cell * (cells * self.scenarios.len()) as u32
     }
 
     /// Whether the worst repeat is dropped: only when at least two remain.
@@ -185,7 +211,29 @@ mod tests {
         assert_eq!(rates.len(), 5);
         assert!(rates.contains(&Load::Rate(2_000)) && rates.contains(&Load::Max));
         assert_eq!(plan.repeats, 5);
+        assert_eq!(plan.duration, Duration::from_secs(10));
+        assert_eq!(plan.warmup, Duration::from_secs(5));
         assert!(plan.drops_worst());
+    }
+
+    #[test]
+    fn a_full_run_of_every_scenario_sends_load_for_about_an_hour_and_three_quarters() {
+        // 19 cells per scenario (http1 5, grpc 5, new_connection 4,
+        // new_mtls_connection 4, bulk 1), 5 s warm-up + 5 × 10 s each, 6 scenarios.
+        let plan = Plan::new(Mode::Full);
+        assert_eq!(plan.load_time(), Duration::from_secs(6 * 19 * 55));
+    }
+
+    #[test]
+    fn the_handshake_workload_runs_at_the_loads_of_the_new_connection_one() {
+        for mode in [Mode::Quick, Mode::Standard, Mode::Full] {
+            let plan = Plan::new(mode);
+            assert_eq!(
+                plan.loads(Workload::NewMtlsConnection),
+                plan.loads(Workload::NewConnection),
+                "{mode:?}"
+            );
+        }
     }
 
     #[test]

@@ -89,6 +89,11 @@ impl Cell {
 pub struct Run {
     pub load: LoadReport,
     pub proxies: Vec<ProxyUsage>,
+    /// Mesh mTLS handshakes the Trellis client sidecar completed during the repeat,
+    /// from its metrics: what tells a pooled mesh connection (none) from one per app
+    /// connection (one per request). `None` outside the Trellis scenarios.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_handshakes: Option<u64>,
 }
 
 /// A proxy (with its child processes) over one repeat.
@@ -158,6 +163,9 @@ pub struct Summary {
     pub throughput_mb_s: Stat,
     pub cpu_us_per_request_per_hop: Option<Stat>,
     pub peak_rss_mb: Option<f64>,
+    /// The kept repeats' mesh mTLS handshakes per successful request (Trellis only).
+    #[serde(default)]
+    pub mesh_handshakes_per_request: Option<f64>,
     /// Successful requests over the kept repeats.
     pub requests: u64,
     /// Failed requests over all repeats, the dropped one included.
@@ -203,6 +211,7 @@ pub fn summarize(runs: &mut [Run], hops: u32, load: Load, drop_worst: bool) -> S
             .iter()
             .filter_map(|run| run.peak_rss_mb())
             .reduce(f64::max),
+        mesh_handshakes_per_request: handshakes_per_request(&kept),
         requests: kept.iter().map(|run| run.load.requests).sum(),
         errors: runs.iter().map(|run| run.load.errors).sum(),
         generator_cpu_us_per_request: stat(&|run| run.load.generator_cpu_us_per_request).mean,
@@ -211,6 +220,16 @@ pub fn summarize(runs: &mut [Run], hops: u32, load: Load, drop_worst: bool) -> S
         run.load.histogram = None;
     }
     summary
+}
+
+/// Handshakes over successful requests, when every kept repeat counted them.
+fn handshakes_per_request(kept: &[&Run]) -> Option<f64> {
+    let handshakes: u64 = kept
+        .iter()
+        .map(|run| run.mesh_handshakes)
+        .sum::<Option<u64>>()?;
+    let requests: u64 = kept.iter().map(|run| run.load.requests).sum();
+    (requests > 0).then(|| handshakes as f64 / requests as f64)
 }
 
 /// The worst repeat: the slowest tail at a fixed rate, the lowest rate at the knee.
@@ -294,6 +313,7 @@ mod tests {
                 rss_mb: 10.0,
                 hwm_mb: 12.0,
             }],
+            mesh_handshakes: None,
         }
     }
 
@@ -333,6 +353,23 @@ mod tests {
         assert_eq!(
             summarize(&mut runs, 1, Load::Max, true).dropped_run,
             Some(2)
+        );
+    }
+
+    #[test]
+    fn handshakes_per_request_cover_the_kept_repeats_and_only_counted_ones() {
+        let counted = |handshakes| Run {
+            mesh_handshakes: Some(handshakes),
+            ..run(100.0, 1.0, 0.01)
+        };
+        let mut runs = vec![counted(1_000), counted(0), counted(500)];
+        let summary = summarize(&mut runs, 2, Load::Rate(100), false);
+        assert_eq!(summary.mesh_handshakes_per_request, Some(0.5));
+        let mut runs = vec![counted(1_000), run(100.0, 1.0, 0.01)];
+        let summary = summarize(&mut runs, 2, Load::Rate(100), false);
+        assert_eq!(
+            summary.mesh_handshakes_per_request, None,
+            "one was not counted"
         );
     }
 

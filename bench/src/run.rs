@@ -47,9 +47,10 @@ pub fn run(options: &RunOptions) -> Result<Results, Error> {
         Some(_) => Topology::Loopback.name(),
     };
     println!(
-        "trellis-bench: {} scenario(s), {:?} mode, topology: {topology_name}",
+        "trellis-bench: {} scenario(s), {:?} mode, {} of load, topology: {topology_name}",
         plan.scenarios.len(),
-        plan.mode
+        plan.mode,
+        humantime::format_duration(Duration::from_secs(plan.load_time().as_secs()))
     );
 
     let mut scenarios = Vec::new();
@@ -156,8 +157,13 @@ fn measure(
             }
         }
         let before = usages(stand);
+        let handshakes_before = stand.mesh_handshakes();
         let report = generate(options, topology, stand, workload, load, plan.duration)?;
         let after = usages(stand);
+        let mesh_handshakes = match (handshakes_before, stand.mesh_handshakes()) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+            _ => None,
+        };
         let proxies = before
             .iter()
             .zip(&after)
@@ -171,6 +177,7 @@ fn measure(
         runs.push(Run {
             load: report,
             proxies,
+            mesh_handshakes,
         });
     }
     let summary = report::summarize(&mut runs, stand.kind.hops(), load, plan.drops_worst());
@@ -193,10 +200,10 @@ fn generate(
     duration: Duration,
 ) -> Result<LoadReport, Error> {
     let mut command = topology.command(Place::Client, &options.programs.bench);
-    let url = if workload == Workload::Grpc {
-        &stand.grpc_url
-    } else {
-        &stand.http_url
+    let url = match workload {
+        Workload::Grpc => &stand.grpc_url,
+        Workload::NewMtlsConnection => &stand.opaque_url,
+        _ => &stand.http_url,
     };
     command
         .arg("load")
@@ -214,7 +221,9 @@ fn generate(
     let shape: &[&str] = match workload {
         Workload::Http1 => &["--connections", "16"],
         Workload::Grpc => &["--grpc", "--connections", "2", "--streams", "8"],
-        Workload::NewConnection => &["--new-connection-per-request", "--connections", "16"],
+        Workload::NewConnection | Workload::NewMtlsConnection => {
+            &["--new-connection-per-request", "--connections", "16"]
+        }
         Workload::Bulk => &["--connections", "4", "--response-size", "1048576"],
         Workload::Idle => &[],
     };
@@ -348,7 +357,7 @@ fn max_of(stand: &Stand, pick: fn(&Usage) -> u64) -> Option<f64> {
 
 fn progress_line(kind: ScenarioKind, cell: &Cell) -> String {
     let head = format!(
-        "{:<18} {:<15} {:>9}",
+        "{:<18} {:<19} {:>9}",
         kind.name(),
         cell.workload.name(),
         cell.load.label()
@@ -371,8 +380,11 @@ fn progress_line(kind: ScenarioKind, cell: &Cell) -> String {
     let rss = s
         .peak_rss_mb
         .map_or(String::new(), |r| format!(", {r:.1} MB"));
+    let handshakes = s
+        .mesh_handshakes_per_request
+        .map_or(String::new(), |h| format!(", {h:.2} mTLS handshakes/req"));
     format!(
-        "{head}  {:>8.0} req/s  p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3} ms{cpu}{rss}, {} errors",
+        "{head}  {:>8.0} req/s  p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3} ms{cpu}{rss}{handshakes}, {} errors",
         s.rate.mean, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms, s.errors
     )
 }

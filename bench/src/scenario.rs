@@ -25,12 +25,20 @@ pub mod ports {
     /// The backend, on the server side.
     pub const BACKEND_HTTP: u16 = 47180;
     pub const BACKEND_GRPC: u16 = 47181;
+    /// The same HTTP backend on a second port, which the Trellis client sidecar
+    /// treats as opaque (`--opaque-ports`): every connection to it is a connection
+    /// of its own between the hops, so `new_mtls_connection` pays a handshake each.
+    pub const BACKEND_OPAQUE: u16 = 47182;
     /// Where a reference proxy in the sidecar's place listens, on the client side.
     pub const FRONT_HTTP: u16 = 47190;
     pub const FRONT_GRPC: u16 = 47191;
     /// The server-side HAProxy of the TLS pair.
     pub const TLS_HTTP: u16 = 47192;
     pub const TLS_GRPC: u16 = 47193;
+    /// A reference proxy's way to [`BACKEND_OPAQUE`]: its front on the client side,
+    /// and the TLS pair's server side.
+    pub const FRONT_OPAQUE: u16 = 47194;
+    pub const TLS_OPAQUE: u16 = 47195;
 }
 
 /// What sits between the load generator and the backend.
@@ -118,6 +126,9 @@ pub struct Stand {
     pub kind: ScenarioKind,
     pub http_url: String,
     pub grpc_url: String,
+    /// The way to [`ports::BACKEND_OPAQUE`]: where each new connection is a new
+    /// connection between the hops (mTLS between two sidecars).
+    pub opaque_url: String,
     /// The proxies to measure, in path order; each is measured with its children.
     pub proxies: Vec<(String, u32)>,
     // Field order is drop order: proxies go before the backend, and the mesh (with the
@@ -139,6 +150,12 @@ impl Stand {
             None => Ok(()),
         }
     }
+
+    /// The mesh mTLS handshakes the client sidecar has completed so far (Trellis
+    /// scenarios only; `None` elsewhere or when its metrics cannot be read).
+    pub fn mesh_handshakes(&self) -> Option<u64> {
+        self.mesh.as_ref()?.client_handshakes()
+    }
 }
 
 /// Starts `kind` on `topology`: the backend, then what goes in front of it.
@@ -150,15 +167,15 @@ pub fn start(
 ) -> Result<Stand, Error> {
     let backend = start_backend(topology, programs, dir)?;
     let server = topology.server_ip();
-    let direct = (
-        format!("http://{server}:{}/", ports::BACKEND_HTTP),
-        format!("http://{server}:{}/", ports::BACKEND_GRPC),
-    );
-    let front = (
-        format!("http://{}:{}/", Ipv4Addr::LOCALHOST, ports::FRONT_HTTP),
-        format!("http://{}:{}/", Ipv4Addr::LOCALHOST, ports::FRONT_GRPC),
-    );
-    let (daemons, mesh, (http_url, grpc_url)) = match kind {
+    let direct = [
+        ports::BACKEND_HTTP,
+        ports::BACKEND_GRPC,
+        ports::BACKEND_OPAQUE,
+    ]
+    .map(|port| format!("http://{server}:{port}/"));
+    let front = [ports::FRONT_HTTP, ports::FRONT_GRPC, ports::FRONT_OPAQUE]
+        .map(|port| format!("http://{}:{port}/", Ipv4Addr::LOCALHOST));
+    let (daemons, mesh, [http_url, grpc_url, opaque_url]) = match kind {
         ScenarioKind::Baseline => (Vec::new(), None, direct),
         ScenarioKind::HaproxyOneHop => (reference::haproxy_one_hop(topology, dir)?, None, front),
         ScenarioKind::HaproxyTwoHops => (reference::haproxy_two_hops(topology, dir)?, None, front),
@@ -179,6 +196,7 @@ pub fn start(
         kind,
         http_url,
         grpc_url,
+        opaque_url,
         proxies,
         daemons,
         backend,
@@ -193,11 +211,17 @@ fn start_backend(topology: &Topology, programs: &Programs, dir: &Path) -> Result
         .arg("serve")
         .arg("--http")
         .arg(format!("{bind}:{}", ports::BACKEND_HTTP))
+        .arg("--http")
+        .arg(format!("{bind}:{}", ports::BACKEND_OPAQUE))
         .arg("--grpc")
         .arg(format!("{bind}:{}", ports::BACKEND_GRPC));
     let backend = Daemon::start("backend", command, dir)?;
     let server = topology.server_ip();
-    for port in [ports::BACKEND_HTTP, ports::BACKEND_GRPC] {
+    for port in [
+        ports::BACKEND_HTTP,
+        ports::BACKEND_GRPC,
+        ports::BACKEND_OPAQUE,
+    ] {
         topology.wait_listening(Place::Client, (server, port).into(), "the backend")?;
     }
     Ok(backend)

@@ -1,12 +1,15 @@
 //! `trellis-bench run --quick` as CI runs it: every scenario this host can run
-//! produces results for every workload, with no failed request. Times are never
-//! asserted: this is a smoke test of the harness, not a benchmark.
+//! produces results for every workload (the handshake workload `new_mtls_connection`
+//! included), with no failed request. Times are never asserted: this is a smoke test
+//! of the harness, not a benchmark. What is asserted beyond that is what a workload
+//! means: through two Trellis sidecars, `new_connection` rides the pooled mesh
+//! connection and `new_mtls_connection` costs a handshake per request.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use trellis_bench::plan::Workload;
+use trellis_bench::plan::{Load, Workload};
 use trellis_bench::report::Results;
 use trellis_bench::scenario::find_program;
 
@@ -45,6 +48,11 @@ fn quick_run(scenarios: &[&str], extra: &[&str], out: &Path) -> Results {
 
 /// Every measured scenario has a result for every workload, and nothing failed.
 fn assert_complete(results: &Results, expected: &[&str]) {
+    assert_eq!(
+        results.plan.workloads,
+        Workload::ALL,
+        "a quick run covers every workload"
+    );
     for scenario in &results.scenarios {
         let name = scenario.kind.name();
         assert!(expected.contains(&name), "unexpected scenario {name}");
@@ -158,5 +166,24 @@ fn a_quick_run_drives_every_workload_through_one_and_two_trellis_hops_in_pods() 
     let proxies = &http1.runs[0].proxies;
     assert_eq!(proxies.len(), 2, "both sidecars are measured: {proxies:?}");
     assert!(proxies.iter().all(|p| p.rss_mb > 0.0));
+
+    // The client sidecar's own count of mesh handshakes, per successful request.
+    let handshakes_per_request = |workload: Workload| {
+        two_hops
+            .cell(workload, Load::Max)
+            .and_then(|cell| cell.summary.as_ref())
+            .and_then(|summary| summary.mesh_handshakes_per_request)
+            .unwrap_or_else(|| panic!("{workload:?}: handshakes counted"))
+    };
+    let pooled = handshakes_per_request(Workload::NewConnection);
+    assert!(
+        pooled < 0.01,
+        "a new app connection rides the pooled mesh connection: {pooled} handshakes per request"
+    );
+    let own = handshakes_per_request(Workload::NewMtlsConnection);
+    assert!(
+        (0.98..=1.02).contains(&own),
+        "every app connection to the opaque port is its own mTLS connection: {own} handshakes per request"
+    );
     let _ = std::fs::remove_dir_all(out);
 }

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use object::{Kind, Object, ObjectKey};
-pub use snapshot::{NamedResource, Snapshot, TypeSnapshot, version};
+pub use snapshot::{NamedResource, Selection, Snapshot, TypeSnapshot, version};
 pub use validate::validate;
 
 use crate::metrics::{Metrics, TypeLabels};

@@ -7,13 +7,23 @@
 //! one thread (HAProxy `nbthread 1`, nginx `worker_processes 1`), like
 //! linkerd2-proxy's default, because on two cores a second worker only adds
 //! contention with the load generator and the backend.
+//!
+//! A third port leads to the backend's opaque port, where, as through Trellis's
+//! `--opaque-ports`, every client connection becomes a connection of its own to the
+//! next hop: HAProxy forwards it in TCP mode (so the pair does a TLS handshake per
+//! connection, where its pooled HTTP ports, `http-reuse always`, do none), nginx
+//! proxies it without upstream keep-alive (its TCP `stream` module is a separate
+//! Debian package).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
-use super::ports::{BACKEND_GRPC, BACKEND_HTTP, FRONT_GRPC, FRONT_HTTP, TLS_GRPC, TLS_HTTP};
+use super::ports::{
+    BACKEND_GRPC, BACKEND_HTTP, BACKEND_OPAQUE, FRONT_GRPC, FRONT_HTTP, FRONT_OPAQUE, TLS_GRPC,
+    TLS_HTTP, TLS_OPAQUE,
+};
 use super::process::Daemon;
 use super::topology::{Place, Topology};
 use crate::Error;
@@ -21,10 +31,34 @@ use crate::Error;
 /// The name the server-side HAProxy's certificate carries and the client side checks.
 const SERVER_NAME: &str = "bench-server";
 
+/// The ports a reference proxy listens on.
+#[derive(Clone, Copy)]
+struct Ports {
+    http: u16,
+    grpc: u16,
+    /// Forwarded connection by connection, never pooled.
+    opaque: u16,
+}
+
+/// Where the client side's proxy listens, in the sidecar's place.
+const FRONT: Ports = Ports {
+    http: FRONT_HTTP,
+    grpc: FRONT_GRPC,
+    opaque: FRONT_OPAQUE,
+};
+
+/// Where the server side's HAProxy of the TLS pair listens.
+const TLS: Ports = Ports {
+    http: TLS_HTTP,
+    grpc: TLS_GRPC,
+    opaque: TLS_OPAQUE,
+};
+
 /// Where a reference proxy forwards to, and the TLS it speaks there, if any.
 struct Upstream {
     http: SocketAddr,
     grpc: SocketAddr,
+    opaque: SocketAddr,
     tls: Option<TlsFiles>,
 }
 
@@ -42,14 +76,10 @@ pub fn haproxy_one_hop(topology: &Topology, dir: &Path) -> Result<Vec<Daemon>, E
     let upstream = Upstream {
         http: SocketAddr::from((server, BACKEND_HTTP)),
         grpc: SocketAddr::from((server, BACKEND_GRPC)),
+        opaque: SocketAddr::from((server, BACKEND_OPAQUE)),
         tls: None,
     };
-    let config = haproxy_config(
-        Ipv4Addr::LOCALHOST,
-        (FRONT_HTTP, FRONT_GRPC),
-        None,
-        &upstream,
-    );
+    let config = haproxy_config(Ipv4Addr::LOCALHOST, FRONT, None, &upstream);
     let proxy = start_haproxy(topology, Place::Client, "haproxy", &config, dir)?;
     topology.wait_listening(
         Place::Client,
@@ -66,14 +96,10 @@ pub fn haproxy_two_hops(topology: &Topology, dir: &Path) -> Result<Vec<Daemon>, 
     let inner = Upstream {
         http: (Ipv4Addr::LOCALHOST, BACKEND_HTTP).into(),
         grpc: (Ipv4Addr::LOCALHOST, BACKEND_GRPC).into(),
+        opaque: (Ipv4Addr::LOCALHOST, BACKEND_OPAQUE).into(),
         tls: None,
     };
-    let server_config = haproxy_config(
-        topology.server_bind_ip(),
-        (TLS_HTTP, TLS_GRPC),
-        Some(&server_tls),
-        &inner,
-    );
+    let server_config = haproxy_config(topology.server_bind_ip(), TLS, Some(&server_tls), &inner);
     let server_side = start_haproxy(
         topology,
         Place::Server,
@@ -84,9 +110,10 @@ pub fn haproxy_two_hops(topology: &Topology, dir: &Path) -> Result<Vec<Daemon>, 
     let outer = Upstream {
         http: (topology.server_ip(), TLS_HTTP).into(),
         grpc: (topology.server_ip(), TLS_GRPC).into(),
+        opaque: (topology.server_ip(), TLS_OPAQUE).into(),
         tls: Some(client_tls),
     };
-    let client_config = haproxy_config(Ipv4Addr::LOCALHOST, (FRONT_HTTP, FRONT_GRPC), None, &outer);
+    let client_config = haproxy_config(Ipv4Addr::LOCALHOST, FRONT, None, &outer);
     let client_side = start_haproxy(
         topology,
         Place::Client,
@@ -125,27 +152,38 @@ fn start_haproxy(
     Ok(daemon)
 }
 
-/// An HAProxy config: an HTTP/1.1 frontend and an h2c frontend on `bind`, each to its
-/// upstream; with `listen_tls`, the frontends terminate mutual TLS instead.
+/// An HAProxy config: an HTTP/1.1 frontend, an h2c frontend and a TCP frontend on
+/// `bind`, each to its upstream; with `listen_tls`, the frontends terminate mutual
+/// TLS instead.
 fn haproxy_config(
     bind: Ipv4Addr,
-    (http_port, grpc_port): (u16, u16),
+    ports: Ports,
     listen_tls: Option<&TlsFiles>,
     upstream: &Upstream,
 ) -> String {
-    let bind_tls = |alpn: &str| match listen_tls {
+    // The opaque port carries no HTTP, so it negotiates no ALPN.
+    let alpn = |protocol: &str| {
+        if protocol.is_empty() {
+            String::new()
+        } else {
+            format!(" alpn {protocol}")
+        }
+    };
+    let bind_tls = |protocol: &str| match listen_tls {
         Some(tls) => format!(
-            " ssl crt {} ca-file {} verify required alpn {alpn}",
+            " ssl crt {} ca-file {} verify required{}",
             tls.cert_and_key.display(),
-            tls.ca.display()
+            tls.ca.display(),
+            alpn(protocol)
         ),
         None => String::new(),
     };
-    let server_tls = |alpn: &str| match &upstream.tls {
+    let server_tls = |protocol: &str| match &upstream.tls {
         Some(tls) => format!(
-            " ssl crt {} ca-file {} verify required verifyhost {SERVER_NAME} alpn {alpn}",
+            " ssl crt {} ca-file {} verify required verifyhost {SERVER_NAME}{}",
             tls.cert_and_key.display(),
-            tls.ca.display()
+            tls.ca.display(),
+            alpn(protocol)
         ),
         None => String::new(),
     };
@@ -188,11 +226,28 @@ frontend grpc
 
 backend grpc
     server app {grpc}{grpc_server}
+
+# Connection by connection: TLS (session resumption on, HAProxy's default) per
+# client connection when the upstream is the other HAProxy.
+frontend opaque
+    mode tcp
+    bind {bind}:{opaque_port}{opaque_bind}
+    default_backend opaque
+
+backend opaque
+    mode tcp
+    server app {opaque}{opaque_server}
 ",
+        http_port = ports.http,
         http_bind = bind_tls("http/1.1"),
         http = upstream.http,
         http_server = server_tls("http/1.1"),
+        grpc_port = ports.grpc,
         grpc = upstream.grpc,
+        opaque_port = ports.opaque,
+        opaque_bind = bind_tls(""),
+        opaque = upstream.opaque,
+        opaque_server = server_tls(""),
     )
 }
 
@@ -240,12 +295,13 @@ pub fn nginx_one_hop(topology: &Topology, dir: &Path) -> Result<Vec<Daemon>, Err
     let prefix = dir.join("nginx");
     std::fs::create_dir_all(prefix.join("logs"))
         .map_err(|e| Error::io(format!("create {}", prefix.display()), e))?;
-    let config = nginx_config(
-        &prefix,
-        (FRONT_HTTP, FRONT_GRPC),
-        SocketAddr::from((server, BACKEND_HTTP)),
-        SocketAddr::from((server, BACKEND_GRPC)),
-    );
+    let upstream = Upstream {
+        http: SocketAddr::from((server, BACKEND_HTTP)),
+        grpc: SocketAddr::from((server, BACKEND_GRPC)),
+        opaque: SocketAddr::from((server, BACKEND_OPAQUE)),
+        tls: None,
+    };
+    let config = nginx_config(&prefix, FRONT, &upstream);
     let path = prefix.join("nginx.conf");
     write(&path, &config)?;
     let mut command = topology.command(Place::Client, program("nginx"));
@@ -261,13 +317,10 @@ pub fn nginx_one_hop(topology: &Topology, dir: &Path) -> Result<Vec<Daemon>, Err
     Ok(vec![daemon])
 }
 
-fn nginx_config(
-    prefix: &Path,
-    (http_port, grpc_port): (u16, u16),
-    http: SocketAddr,
-    grpc: SocketAddr,
-) -> String {
+fn nginx_config(prefix: &Path, ports: Ports, upstream: &Upstream) -> String {
     let prefix = prefix.display();
+    let (http_port, grpc_port, opaque_port) = (ports.http, ports.grpc, ports.opaque);
+    let (http, grpc, opaque) = (upstream.http, upstream.grpc, upstream.opaque);
     format!(
         "daemon off;
 worker_processes 1;
@@ -299,6 +352,10 @@ http {{
         keepalive 64;
         keepalive_requests 1000000;
     }}
+    # No keep-alive: one upstream connection per client connection.
+    upstream app_opaque {{
+        server {opaque};
+    }}
 
     server {{
         listen 127.0.0.1:{http_port};
@@ -313,6 +370,13 @@ http {{
         listen 127.0.0.1:{grpc_port} http2;
         location / {{
             grpc_pass grpc://app_grpc;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{opaque_port};
+        location / {{
+            proxy_pass http://app_opaque;
+            proxy_buffering off;
         }}
     }}
 }}
@@ -332,24 +396,30 @@ fn write(path: &Path, text: &str) -> Result<(), Error> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_one_hop_haproxy_forwards_both_frontends_in_cleartext() {
-        let upstream = Upstream {
+    fn cleartext() -> Upstream {
+        Upstream {
             http: "10.250.7.3:47180".parse().expect("addr"),
             grpc: "10.250.7.3:47181".parse().expect("addr"),
+            opaque: "10.250.7.3:47182".parse().expect("addr"),
             tls: None,
-        };
-        let config = haproxy_config(Ipv4Addr::LOCALHOST, (47190, 47191), None, &upstream);
+        }
+    }
+
+    #[test]
+    fn a_one_hop_haproxy_forwards_every_frontend_in_cleartext() {
+        let config = haproxy_config(Ipv4Addr::LOCALHOST, FRONT, None, &cleartext());
         assert!(config.contains("bind 127.0.0.1:47190\n"), "{config}");
         assert!(
             config.contains("bind 127.0.0.1:47191 proto h2\n"),
             "{config}"
         );
+        assert!(config.contains("bind 127.0.0.1:47194\n"), "{config}");
         assert!(config.contains("server app 10.250.7.3:47180\n"), "{config}");
         assert!(
             config.contains("server app 10.250.7.3:47181 proto h2\n"),
             "{config}"
         );
+        assert!(config.contains("server app 10.250.7.3:47182\n"), "{config}");
         assert!(!config.contains("ssl crt"));
     }
 
@@ -362,27 +432,56 @@ mod tests {
         let upstream = Upstream {
             http: "10.250.7.3:47192".parse().expect("addr"),
             grpc: "10.250.7.3:47193".parse().expect("addr"),
+            opaque: "10.250.7.3:47195".parse().expect("addr"),
             tls: Some(tls.clone()),
         };
-        let client = haproxy_config(Ipv4Addr::LOCALHOST, (47190, 47191), None, &upstream);
+        let client = haproxy_config(Ipv4Addr::LOCALHOST, FRONT, None, &upstream);
         assert!(client.contains(
             "server app 10.250.7.3:47193 ssl crt /tmp/x/client.pem ca-file /tmp/x/ca.pem verify required verifyhost bench-server alpn h2"
         ), "{client}");
-        let server = haproxy_config(Ipv4Addr::UNSPECIFIED, (47192, 47193), Some(&tls), &upstream);
+        let server = haproxy_config(Ipv4Addr::UNSPECIFIED, TLS, Some(&tls), &upstream);
         assert!(server.contains("bind 0.0.0.0:47192 ssl crt /tmp/x/client.pem ca-file /tmp/x/ca.pem verify required alpn http/1.1"), "{server}");
     }
 
     #[test]
-    fn nginx_pools_upstream_connections_and_speaks_h2c_for_grpc() {
-        let config = nginx_config(
-            Path::new("/tmp/n"),
-            (47190, 47191),
-            "127.0.0.1:47180".parse().expect("addr"),
-            "127.0.0.1:47181".parse().expect("addr"),
+    fn the_haproxy_pair_opens_a_tls_connection_per_client_connection_on_the_opaque_port() {
+        let tls = TlsFiles {
+            cert_and_key: "/tmp/x/client.pem".into(),
+            ca: "/tmp/x/ca.pem".into(),
+        };
+        let upstream = Upstream {
+            tls: Some(tls.clone()),
+            opaque: "10.250.7.3:47195".parse().expect("addr"),
+            ..cleartext()
+        };
+        let client = haproxy_config(Ipv4Addr::LOCALHOST, FRONT, None, &upstream);
+        // TCP mode: no HTTP connection pool to share, so no `http-reuse` applies.
+        let opaque = &client[client.find("frontend opaque").expect("opaque frontend")..];
+        assert!(opaque.contains("mode tcp"), "{opaque}");
+        assert!(
+            opaque.contains("server app 10.250.7.3:47195 ssl crt /tmp/x/client.pem ca-file /tmp/x/ca.pem verify required verifyhost bench-server\n"),
+            "{opaque}"
         );
+        let server = haproxy_config(Ipv4Addr::UNSPECIFIED, TLS, Some(&tls), &cleartext());
+        assert!(
+            server.contains(
+                "bind 0.0.0.0:47195 ssl crt /tmp/x/client.pem ca-file /tmp/x/ca.pem verify required\n"
+            ),
+            "{server}"
+        );
+    }
+
+    #[test]
+    fn nginx_pools_upstream_connections_except_on_the_opaque_port() {
+        let config = nginx_config(Path::new("/tmp/n"), FRONT, &cleartext());
         assert!(config.contains("listen 127.0.0.1:47191 http2;"));
         assert!(config.contains("grpc_pass grpc://app_grpc;"));
         assert!(config.contains("keepalive 64;"));
         assert!(config.contains("pid /tmp/n/nginx.pid;"));
+        let opaque = &config[config.find("upstream app_opaque").expect("opaque upstream")..];
+        let block = &opaque[..opaque.find('}').expect("block end")];
+        assert!(block.contains("server 10.250.7.3:47182;"), "{block}");
+        assert!(!block.contains("keepalive"), "{block}");
+        assert!(config.contains("listen 127.0.0.1:47194;"));
     }
 }

@@ -4,6 +4,12 @@
 //! pod, and `trellis-proxy` as uid 2102 with that token. One hop puts a sidecar in
 //! the client pod only (it forwards in plain TCP); two hops adds one in the server pod
 //! and tells the client's sidecar the server's identity, so the middle is mTLS.
+//!
+//! The client's sidecar treats [`BACKEND_OPAQUE`] as an opaque port: HTTP to the
+//! backend's main port rides one pooled HTTP/2 mTLS connection per peer, while each
+//! connection to the opaque port is forwarded over an mTLS connection of its own, so
+//! the `new_mtls_connection` workload pays a handshake per request. Its admin
+//! metrics count those handshakes.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,6 +22,7 @@ use trellis_control_plane::config::DEFAULT_TOKEN_AUDIENCE;
 use trellis_control_plane::token::mint;
 
 use super::Programs;
+use super::ports::BACKEND_OPAQUE;
 use super::process::Daemon;
 use super::topology::{Place, Topology};
 use crate::Error;
@@ -37,6 +44,8 @@ pub struct Mesh {
     // Proxies stop before the controller (field order is drop order).
     proxies: Vec<Daemon>,
     controller: Daemon,
+    /// The client sidecar's admin port, whose metrics count its mTLS handshakes.
+    client_admin: SocketAddr,
 }
 
 impl Mesh {
@@ -111,6 +120,11 @@ impl Mesh {
                 .arg(&token_file)
                 .arg("--identity")
                 .arg(spiffe_id(account));
+            if place == Place::Client {
+                // Only this port: every other workload still goes through the HTTP
+                // plane and its pooled mesh connection.
+                proxy.arg("--opaque-ports").arg(BACKEND_OPAQUE.to_string());
+            }
             if two_hops && place == Place::Client {
                 proxy
                     .arg("--peer")
@@ -126,7 +140,19 @@ impl Mesh {
         Ok(Mesh {
             proxies,
             controller,
+            client_admin: (topology.client_ip(), ADMIN_PORT).into(),
         })
+    }
+
+    /// The outbound mesh mTLS handshakes the client sidecar has completed, from its
+    /// `tls_handshakes_total` counter; `None` if the metrics cannot be read.
+    pub fn client_handshakes(&self) -> Option<u64> {
+        let answer = admin_get(self.client_admin, "/metrics")?;
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        Some(outbound_handshakes(body))
     }
 
     pub fn proxies(&self) -> Vec<(String, u32)> {
@@ -204,17 +230,31 @@ fn wait_ready(proxy: &mut Daemon, admin: SocketAddr) -> Result<(), Error> {
 }
 
 fn is_ready(admin: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&admin, Duration::from_millis(300)) else {
-        return false;
-    };
+    admin_get(admin, "/ready").is_some_and(|answer| answer.starts_with("HTTP/1.1 200"))
+}
+
+/// The whole answer (status line, headers, body) to `GET path` on the admin port.
+fn admin_get(admin: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&admin, Duration::from_millis(300)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let request = format!("GET /ready HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
+    Some(answer)
+}
+
+/// The successful outbound handshakes in a proxy's metrics text: the sample
+/// `tls_handshakes_total{direction="outbound",outcome="ok"} N` (absent before the
+/// first handshake, which counts as none).
+fn outbound_handshakes(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("tls_handshakes_total{"))
+        .filter(|line| line.contains("direction=\"outbound\"") && line.contains("outcome=\"ok\""))
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum()
 }
 
 fn with_log(error: Error, daemon: &mut Daemon) -> Error {
@@ -233,4 +273,21 @@ fn mint_error(error: impl std::fmt::Display) -> Error {
 
 fn write(path: &Path, text: &str) -> Result<(), Error> {
     std::fs::write(path, text).map_err(|e| Error::io(format!("write {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_successful_outbound_handshakes_are_counted() {
+        let metrics = "# TYPE tls_handshakes counter\n\
+            tls_handshakes_total{direction=\"outbound\",outcome=\"ok\"} 1200\n\
+            tls_handshakes_total{direction=\"outbound\",outcome=\"identity\"} 3\n\
+            tls_handshakes_total{direction=\"inbound\",outcome=\"ok\"} 7\n\
+            tcp_open_total{direction=\"outbound\",tls=\"true\"} 1203\n\
+            # EOF\n";
+        assert_eq!(outbound_handshakes(metrics), 1200);
+        assert_eq!(outbound_handshakes("# EOF\n"), 0, "none yet");
+    }
 }

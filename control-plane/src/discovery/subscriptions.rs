@@ -19,8 +19,9 @@
 
 use std::collections::BTreeSet;
 
-use trellis_proto::discovery::v1::{DiscoveryRequest, DiscoveryResponse};
+use trellis_proto::discovery::v1::DiscoveryRequest;
 
+use super::grpc::Push;
 use crate::model::{Kind, Snapshot};
 
 /// Every type's subscription on one stream.
@@ -142,7 +143,8 @@ impl Subscriptions {
 
     /// Every response due under `snapshot`: each subscribed type whose selection has
     /// a version this stream was not sent last, or that was (re-)subscribed since.
-    pub fn responses(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
+    /// A subscription to the whole type shares the snapshot's encoded resources.
+    pub fn responses(&mut self, snapshot: &Snapshot) -> Vec<Push> {
         let mut responses = Vec::new();
         for kind in Kind::ALL {
             let Some(subscription) = &mut self.by_kind[kind.index()] else {
@@ -150,26 +152,27 @@ impl Subscriptions {
             };
             let current = snapshot.get(kind);
             let last_version = subscription.sent.as_ref().map(|(version, _)| version);
-            // The common case, every resource: decide on the version before copying.
+            // The common case, every resource: decide on the version before selecting.
             if subscription.names.is_empty()
                 && !subscription.resend
                 && last_version == Some(&current.version)
             {
                 continue;
             }
-            let (version, resources) = current.select(&subscription.names);
-            if !subscription.resend && last_version == Some(&version) {
+            let selection = current.select(&subscription.names);
+            if !subscription.resend && last_version == Some(&selection.version) {
                 continue;
             }
             self.responses += 1;
             let nonce = format!("{}-{}", self.stream, self.responses);
-            subscription.sent = Some((version.clone(), nonce.clone()));
+            subscription.sent = Some((selection.version.clone(), nonce.clone()));
             subscription.resend = false;
-            responses.push(DiscoveryResponse {
-                type_url: kind.type_url().to_string(),
-                version_info: version,
+            responses.push(Push {
+                kind,
+                version_info: selection.version,
                 nonce,
-                resources,
+                resources: selection.resources,
+                count: selection.count,
             });
         }
         responses
@@ -181,8 +184,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use prost::Message;
     use trellis_proto::discovery::v1 as pb;
-    use trellis_proto::discovery::v1::{ErrorDetail, type_url};
+    use trellis_proto::discovery::v1::{DiscoveryResponse, ErrorDetail, type_url};
 
     use super::*;
     use crate::metrics::Metrics;
@@ -235,16 +239,16 @@ mod tests {
         }
     }
 
-    fn ack(response: &DiscoveryResponse) -> DiscoveryRequest {
+    fn ack(response: &Push) -> DiscoveryRequest {
         DiscoveryRequest {
-            type_url: response.type_url.clone(),
+            type_url: response.kind.type_url().into(),
             version_info: response.version_info.clone(),
             response_nonce: response.nonce.clone(),
             ..Default::default()
         }
     }
 
-    fn nack(response: &DiscoveryResponse, message: &str) -> DiscoveryRequest {
+    fn nack(response: &Push, message: &str) -> DiscoveryRequest {
         DiscoveryRequest {
             error_detail: Some(ErrorDetail {
                 code: 3,
@@ -271,10 +275,15 @@ mod tests {
         );
         let sent = stream.responses(&snapshot);
         assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].type_url, type_url::SERVICE);
+        assert_eq!(sent[0].kind, Kind::Service);
         assert_eq!(sent[0].version_info, snapshot.get(Kind::Service).version);
         assert_eq!(sent[0].nonce, "7-1");
-        assert_eq!(sent[0].resources.len(), 1);
+        assert_eq!(sent[0].count, 1);
+        assert_eq!(
+            sent[0].resources,
+            snapshot.get(Kind::Service).encoded,
+            "the whole type is the snapshot's own bytes"
+        );
         assert!(stream.responses(&snapshot).is_empty(), "already sent");
 
         // Subscribing again (a proxy that restarted its subscription) re-sends.
@@ -344,7 +353,12 @@ mod tests {
         let first = stream
             .responses(&world.set(&[("web", "10.0.0.1"), ("db", "10.0.0.9")]))
             .remove(0);
-        assert_eq!(first.resources.len(), 1);
+        assert_eq!(first.count, 1);
+        let decoded = DiscoveryResponse::decode(first.encode_to_vec().as_slice()).unwrap();
+        assert!(matches!(
+            &decoded.resources[0].kind,
+            Some(pb::resource::Kind::Endpoints(e)) if e.name == "web"
+        ));
 
         // db changes: nothing for this stream. web changes: a push.
         let db_moved = world.set(&[("web", "10.0.0.1"), ("db", "10.0.0.8")]);
@@ -365,7 +379,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(stream.responses(&web_moved)[0].resources.len(), 2);
+        assert_eq!(stream.responses(&web_moved)[0].count, 2);
     }
 
     #[test]
@@ -397,7 +411,7 @@ mod tests {
         );
         let sent = stream.responses(&snapshot);
         assert_eq!(
-            (sent.len(), sent[0].resources.len()),
+            (sent.len(), sent[0].count),
             (1, 0),
             "no routes yet, still sent"
         );

@@ -9,9 +9,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use trellis_identity::TrustAnchors;
 use trellis_proto::discovery::v1::discovery_client::DiscoveryClient;
-use trellis_proto::discovery::v1::{ErrorDetail, Node, resource, type_url};
+use trellis_proto::discovery::v1::{DiscoveryResponse, ErrorDetail, Node, resource, type_url};
 
 use super::*;
 use crate::fixtures::{ScratchDir, Signers, TRUST_DOMAIN, connect, get_text};

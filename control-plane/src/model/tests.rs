@@ -235,8 +235,9 @@ fn a_selection_by_name_has_its_own_version() {
     let first = publish(&model);
     let web: std::collections::BTreeSet<String> =
         ["shop/web".to_string(), "shop/gone".into()].into();
-    let (web_version, resources) = first.get(Kind::Endpoints).select(&web);
-    assert_eq!(resources.len(), 1, "names that do not exist are left out");
+    let selected = first.get(Kind::Endpoints).select(&web);
+    assert_eq!(selected.count, 1, "names that do not exist are left out");
+    let web_version = selected.version;
 
     // A change to another object moves the type's version, not the selection's.
     files.replace([
@@ -248,7 +249,10 @@ fn a_selection_by_name_has_its_own_version() {
         second.get(Kind::Endpoints).version,
         first.get(Kind::Endpoints).version
     );
-    assert_eq!(second.get(Kind::Endpoints).select(&web).0, web_version);
+    assert_eq!(
+        second.get(Kind::Endpoints).select(&web).version,
+        web_version
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -314,4 +318,47 @@ async fn a_steady_trickle_of_edits_cannot_hold_a_push_back_forever() {
     // Virtual time: the cap, plus the one sleep that noticed it.
     assert!(start.elapsed() <= Duration::from_millis(50 * 4 + 20));
     shutdown.cancel();
+}
+
+#[test]
+fn each_type_is_encoded_once_as_a_response_carries_it() {
+    use prost::Message;
+
+    let model = model();
+    let files = model.source("files");
+    files.replace([
+        endpoints("shop", "web", &["10.0.0.1", "10.0.0.2"]),
+        endpoints("shop", "api", &["10.0.0.3"]),
+    ]);
+    files.synced();
+    let snapshot = publish(&model);
+    let endpoints = snapshot.get(Kind::Endpoints);
+    let response = |resources: Vec<pb::Resource>| {
+        pb::DiscoveryResponse {
+            resources,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+
+    let every = endpoints
+        .resources
+        .iter()
+        .map(|r| r.resource.clone())
+        .collect();
+    assert_eq!(endpoints.encoded, response(every));
+    for resource in &endpoints.resources {
+        assert_eq!(resource.encoded, resource.resource.encode_to_vec());
+    }
+    let whole = endpoints.select(&Default::default());
+    assert_eq!(
+        (whole.resources.as_ptr(), whole.count),
+        (endpoints.encoded.as_ptr(), 2),
+        "the whole type is shared, not copied"
+    );
+    let web = endpoints.select(&["shop/web".to_string()].into());
+    assert_eq!(
+        web.resources,
+        response(vec![endpoints.resources[1].resource.clone()])
+    );
 }

@@ -163,7 +163,10 @@ impl FileSource {
                 return;
             }
         };
-        self.files.retain(|path, _| listed.contains(path));
+        // `listed` is sorted: a linear `contains` made this quadratic, 0.4 s per
+        // re-read at 4,000 files.
+        self.files
+            .retain(|path, _| listed.binary_search(path).is_ok());
         for path in listed {
             let state = self.files.entry(path.clone()).or_default();
             match std::fs::read_to_string(&path) {
