@@ -186,7 +186,8 @@ impl hyper::body::Body for PushBody {
                 Err(status) => status,
             },
             Poll::Ready(Some(Err(status))) => status,
-            // The stream's task ended it: the proxy went away, or never will again.
+            // The stream's task ended without an error (the proxy closed its side, or
+            // its requests broke): OK, as tonic ends a finished response stream.
             Poll::Ready(None) => Status::ok(""),
         };
         body.ended = true;
