@@ -3,7 +3,8 @@
 //! It runs a mesh without Kubernetes: `meshctl local` makes pods out of network
 //! namespaces on a bridge, with a real controller and real sidecars, and `meshctl demo`
 //! gives a guided tour of one. See DESIGN.md, "Running without Kubernetes". For a
-//! cluster, `meshctl inject` adds the proxy to the pods of Kubernetes YAML.
+//! cluster, `meshctl install` prints the mesh's manifests (the Helm chart, rendered
+//! without Helm) and `meshctl inject` adds the proxy to the pods of Kubernetes YAML.
 //!
 //! # Layout
 //! - `main.rs`: the command line (clap lives only here) and dispatch.
