@@ -74,6 +74,7 @@ impl Topology {
             // A previous run that was killed may have left the pod behind.
             let _ = Pod::new(name, cidr, veth).map(|pod| pod.delete());
             pods.push(Pod::create(name, &bridge, cidr, veth).map_err(netns)?);
+            tune_for_connection_churn(name)?;
         }
         let server = pods
             .pop()
@@ -180,4 +181,22 @@ impl Topology {
             None => attempt(),
         }
     }
+}
+
+/// A new connection per request at thousands per second leaves tens of thousands of
+/// sockets in TIME_WAIT in the client pod (the load generator's, and a sidecar's to
+/// the backend), and the default ephemeral range (32768–60999) runs out within a few
+/// cells: connects then fail or wait for seconds, in every scenario, baseline
+/// included. The pod gets the whole port range, as load-testing hosts are set up.
+/// `tcp_tw_reuse` is left off on purpose: a sidecar reusing a port whose TIME_WAIT
+/// conntrack entry still carries the app's redirect would connect to itself.
+fn tune_for_connection_churn(netns: &str) -> Result<(), Error> {
+    let settings = [("/proc/sys/net/ipv4/ip_local_port_range", "1024 65535")];
+    let written = trellis_netns::run_in(netns, move || {
+        settings.iter().try_for_each(|(path, value)| {
+            std::fs::write(path, value).map_err(|e| format!("{path}: {e}"))
+        })
+    })
+    .map_err(|e| Error::Netns(e.to_string()))?;
+    written.map_err(|e| Error::Netns(format!("tuning pod {netns}: {e}")))
 }
