@@ -56,7 +56,9 @@ pub struct Config {
     /// How long an HTTP request may wait for its response headers (504 after).
     #[serde(serialize_with = "duration")]
     pub response_timeout: Duration,
-    /// Ports never detected nor parsed, outbound and inbound (MySQL, SMTP…).
+    /// Ports never parsed as HTTP (MySQL, SMTP…). Outbound they skip detection
+    /// altogether; inbound the first bytes are still read, to tell a peer sidecar's
+    /// mTLS from plaintext.
     pub opaque_ports: Vec<u16>,
 }
 

@@ -55,6 +55,19 @@ pub enum Protocol {
     Opaque,
 }
 
+impl Protocol {
+    /// The protocol's value of the `detect_total` metric's `protocol` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::MeshTls => "mesh_tls",
+            Protocol::Tls => "tls",
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
+            Protocol::Opaque => "opaque",
+        }
+    }
+}
+
 /// The outcome of detection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Detection {

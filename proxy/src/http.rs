@@ -187,9 +187,6 @@ pub fn port_value(port: u16) -> HeaderValue {
     HeaderValue::from(port)
 }
 
-#[cfg(test)]
-mod tests;
-
 /// Serves one client connection that speaks `version`, handing each request to
 /// `service`, until the client closes it or `shutdown` asks it to finish its
 /// in-flight requests and close (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY).
@@ -258,3 +255,6 @@ const MAX_FRAME: u32 = 64 * 1024;
 /// request between two pods on one connection, so this is well above a single app's
 /// usual concurrency.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+#[cfg(test)]
+mod tests;

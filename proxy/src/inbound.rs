@@ -24,7 +24,6 @@ use crate::http::pool::Version;
 use crate::listener::{self, Accepted, Direction, Served};
 use crate::metrics::Metrics;
 use crate::orig_dst::{OrigDstAddr, orig_dst};
-use crate::outbound::detect_label;
 use crate::tls::MeshTls;
 
 #[derive(Clone)]
@@ -69,19 +68,13 @@ impl Inbound {
             if detection.timed_out {
                 "opaque_timeout"
             } else {
-                detect_label(detection.protocol)
+                detection.protocol.label()
             },
         );
         if detection.protocol == Protocol::MeshTls {
             let (tls, client_id) = match self.tls.accept(io).await {
-                Ok(accepted) => {
-                    self.metrics.handshake(Direction::Inbound, "ok");
-                    accepted
-                }
-                Err(e) => {
-                    self.metrics.handshake(Direction::Inbound, e.kind());
-                    return (true, Err(e));
-                }
+                Ok(accepted) => accepted,
+                Err(e) => return (true, Err(e)),
             };
             tracing::info!(client_id = %client_id, "mTLS accepted");
             self.metrics.opened(

@@ -123,7 +123,7 @@ pub async fn run(
         },
     ));
 
-    let tls = tls::MeshTls::new(identity.clone())?;
+    let tls = tls::MeshTls::new(identity.clone(), metrics.clone())?;
     let opaque_ports: Arc<[u16]> = config.opaque_ports.clone().into();
     let inbound = inbound::Inbound {
         tls: tls.clone(),

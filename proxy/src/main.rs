@@ -97,7 +97,8 @@ struct Args {
     /// answers 504 (gRPC: DEADLINE_EXCEEDED).
     #[arg(long, env = "TRELLIS_RESPONSE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     response_timeout: Duration,
-    /// Ports whose traffic is never detected nor parsed (comma-separated).
+    /// Ports never parsed as HTTP (comma-separated); outbound they also skip
+    /// detection.
     #[arg(long, env = "TRELLIS_OPAQUE_PORTS", value_delimiter = ',')]
     opaque_ports: Vec<u16>,
     /// Log format.

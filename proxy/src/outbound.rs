@@ -108,7 +108,7 @@ impl Outbound {
             }
         } else {
             self.metrics
-                .detected(Direction::Outbound, detect_label(detection.protocol));
+                .detected(Direction::Outbound, detection.protocol.label());
         }
         let version = match detection.protocol {
             Protocol::Http1 => Version::Http1,
@@ -151,14 +151,8 @@ impl Outbound {
         match identity {
             Some(expected) => {
                 let mut tls = match self.tls.connect(server, addr.ip(), &expected).await {
-                    Ok(tls) => {
-                        self.metrics.handshake(Direction::Outbound, "ok");
-                        tls
-                    }
-                    Err(e) => {
-                        self.metrics.handshake(Direction::Outbound, e.kind());
-                        return (true, Err(e));
-                    }
+                    Ok(tls) => tls,
+                    Err(e) => return (true, Err(e)),
                 };
                 tracing::debug!(server_id = %expected, "mTLS established");
                 self.metrics.opened(
@@ -232,17 +226,6 @@ impl Outbound {
                 }
             }
         }
-    }
-}
-
-/// The metric label of a detected protocol.
-pub fn detect_label(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::MeshTls => "mesh_tls",
-        Protocol::Tls => "tls",
-        Protocol::Http1 => "http1",
-        Protocol::Http2 => "http2",
-        Protocol::Opaque => "opaque",
     }
 }
 

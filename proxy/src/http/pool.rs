@@ -199,16 +199,11 @@ impl MeshPool {
         let tcp = connect(addr)
             .await
             .map_err(|e| Failure::Connect(e.to_string()))?;
-        let tls = match self.tls.connect(tcp, ip, identity).await {
-            Ok(tls) => {
-                self.metrics.handshake(Direction::Outbound, "ok");
-                tls
-            }
-            Err(e) => {
-                self.metrics.handshake(Direction::Outbound, e.kind());
-                return Err(Failure::Connect(format!("{addr}: {e}")));
-            }
-        };
+        let tls = self
+            .tls
+            .connect(tcp, ip, identity)
+            .await
+            .map_err(|e| Failure::Connect(format!("{addr}: {e}")))?;
         self.metrics.opened(
             Direction::Outbound,
             true,
