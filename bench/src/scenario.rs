@@ -20,25 +20,28 @@ pub use trellis::missing_binaries as missing_trellis_binaries;
 
 use crate::Error;
 
-/// The fixed ports of a scenario, away from the mesh's own (4140/4143/4191/8086).
+/// The fixed ports of a scenario, away from the mesh's own (4140/4143/4191/8086) and
+/// below Linux's ephemeral range (32768–60999): a port in that range can be taken by
+/// one of the thousands of client connections a cell makes, and the next proxy to
+/// bind it then fails with "address in use".
 pub mod ports {
     /// The backend, on the server side.
-    pub const BACKEND_HTTP: u16 = 47180;
-    pub const BACKEND_GRPC: u16 = 47181;
+    pub const BACKEND_HTTP: u16 = 27180;
+    pub const BACKEND_GRPC: u16 = 27181;
     /// The same HTTP backend on a second port, which the Trellis client sidecar
     /// treats as opaque (`--opaque-ports`): every connection to it is a connection
     /// of its own between the hops, so `new_mtls_connection` pays a handshake each.
-    pub const BACKEND_OPAQUE: u16 = 47182;
+    pub const BACKEND_OPAQUE: u16 = 27182;
     /// Where a reference proxy in the sidecar's place listens, on the client side.
-    pub const FRONT_HTTP: u16 = 47190;
-    pub const FRONT_GRPC: u16 = 47191;
+    pub const FRONT_HTTP: u16 = 27190;
+    pub const FRONT_GRPC: u16 = 27191;
     /// The server-side HAProxy of the TLS pair.
-    pub const TLS_HTTP: u16 = 47192;
-    pub const TLS_GRPC: u16 = 47193;
+    pub const TLS_HTTP: u16 = 27192;
+    pub const TLS_GRPC: u16 = 27193;
     /// A reference proxy's way to [`BACKEND_OPAQUE`]: its front on the client side,
     /// and the TLS pair's server side.
-    pub const FRONT_OPAQUE: u16 = 47194;
-    pub const TLS_OPAQUE: u16 = 47195;
+    pub const FRONT_OPAQUE: u16 = 27194;
+    pub const TLS_OPAQUE: u16 = 27195;
 }
 
 /// What sits between the load generator and the backend.

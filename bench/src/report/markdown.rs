@@ -355,9 +355,9 @@ fn about(workload: Workload) -> Option<&'static str> {
              `new_mtls_connection`'s.",
         ),
         Workload::NewMtlsConnection => Some(
-            "Each request on a fresh app connection to the backend's second port (47182, \
+            "Each request on a fresh app connection to the backend's second port (27182, \
              the same server), which the Trellis client sidecar forwards unparsed \
-             (`--opaque-ports 47182`): in `trellis-2hop-mtls` every app connection is an \
+             (`--opaque-ports 27182`): in `trellis-2hop-mtls` every app connection is an \
              mTLS connection of its own between the sidecars, a TLS 1.3 handshake each \
              (`trellis-1hop`: a TCP connection to the backend each). The HAProxy pair \
              forwards that port in TCP mode, so every connection is likewise a TLS 1.3 \

@@ -398,9 +398,9 @@ mod tests {
 
     fn cleartext() -> Upstream {
         Upstream {
-            http: "10.250.7.3:47180".parse().expect("addr"),
-            grpc: "10.250.7.3:47181".parse().expect("addr"),
-            opaque: "10.250.7.3:47182".parse().expect("addr"),
+            http: "10.250.7.3:27180".parse().expect("addr"),
+            grpc: "10.250.7.3:27181".parse().expect("addr"),
+            opaque: "10.250.7.3:27182".parse().expect("addr"),
             tls: None,
         }
     }
@@ -408,18 +408,18 @@ mod tests {
     #[test]
     fn a_one_hop_haproxy_forwards_every_frontend_in_cleartext() {
         let config = haproxy_config(Ipv4Addr::LOCALHOST, FRONT, None, &cleartext());
-        assert!(config.contains("bind 127.0.0.1:47190\n"), "{config}");
+        assert!(config.contains("bind 127.0.0.1:27190\n"), "{config}");
         assert!(
-            config.contains("bind 127.0.0.1:47191 proto h2\n"),
+            config.contains("bind 127.0.0.1:27191 proto h2\n"),
             "{config}"
         );
-        assert!(config.contains("bind 127.0.0.1:47194\n"), "{config}");
-        assert!(config.contains("server app 10.250.7.3:47180\n"), "{config}");
+        assert!(config.contains("bind 127.0.0.1:27194\n"), "{config}");
+        assert!(config.contains("server app 10.250.7.3:27180\n"), "{config}");
         assert!(
-            config.contains("server app 10.250.7.3:47181 proto h2\n"),
+            config.contains("server app 10.250.7.3:27181 proto h2\n"),
             "{config}"
         );
-        assert!(config.contains("server app 10.250.7.3:47182\n"), "{config}");
+        assert!(config.contains("server app 10.250.7.3:27182\n"), "{config}");
         assert!(!config.contains("ssl crt"));
     }
 
@@ -430,17 +430,17 @@ mod tests {
             ca: "/tmp/x/ca.pem".into(),
         };
         let upstream = Upstream {
-            http: "10.250.7.3:47192".parse().expect("addr"),
-            grpc: "10.250.7.3:47193".parse().expect("addr"),
-            opaque: "10.250.7.3:47195".parse().expect("addr"),
+            http: "10.250.7.3:27192".parse().expect("addr"),
+            grpc: "10.250.7.3:27193".parse().expect("addr"),
+            opaque: "10.250.7.3:27195".parse().expect("addr"),
             tls: Some(tls.clone()),
         };
         let client = haproxy_config(Ipv4Addr::LOCALHOST, FRONT, None, &upstream);
         assert!(client.contains(
-            "server app 10.250.7.3:47193 ssl crt /tmp/x/client.pem ca-file /tmp/x/ca.pem verify required verifyhost bench-server alpn h2"
+            "server app 10.250.7.3:27193 ssl crt /tmp/x/client.pem ca-file /tmp/x/ca.pem verify required verifyhost bench-server alpn h2"
         ), "{client}");
         let server = haproxy_config(Ipv4Addr::UNSPECIFIED, TLS, Some(&tls), &upstream);
-        assert!(server.contains("bind 0.0.0.0:47192 ssl crt /tmp/x/client.pem ca-file /tmp/x/ca.pem verify required alpn http/1.1"), "{server}");
+        assert!(server.contains("bind 0.0.0.0:27192 ssl crt /tmp/x/client.pem ca-file /tmp/x/ca.pem verify required alpn http/1.1"), "{server}");
     }
 
     #[test]
@@ -451,7 +451,7 @@ mod tests {
         };
         let upstream = Upstream {
             tls: Some(tls.clone()),
-            opaque: "10.250.7.3:47195".parse().expect("addr"),
+            opaque: "10.250.7.3:27195".parse().expect("addr"),
             ..cleartext()
         };
         let client = haproxy_config(Ipv4Addr::LOCALHOST, FRONT, None, &upstream);
@@ -459,13 +459,13 @@ mod tests {
         let opaque = &client[client.find("frontend opaque").expect("opaque frontend")..];
         assert!(opaque.contains("mode tcp"), "{opaque}");
         assert!(
-            opaque.contains("server app 10.250.7.3:47195 ssl crt /tmp/x/client.pem ca-file /tmp/x/ca.pem verify required verifyhost bench-server\n"),
+            opaque.contains("server app 10.250.7.3:27195 ssl crt /tmp/x/client.pem ca-file /tmp/x/ca.pem verify required verifyhost bench-server\n"),
             "{opaque}"
         );
         let server = haproxy_config(Ipv4Addr::UNSPECIFIED, TLS, Some(&tls), &cleartext());
         assert!(
             server.contains(
-                "bind 0.0.0.0:47195 ssl crt /tmp/x/client.pem ca-file /tmp/x/ca.pem verify required\n"
+                "bind 0.0.0.0:27195 ssl crt /tmp/x/client.pem ca-file /tmp/x/ca.pem verify required\n"
             ),
             "{server}"
         );
@@ -474,14 +474,14 @@ mod tests {
     #[test]
     fn nginx_pools_upstream_connections_except_on_the_opaque_port() {
         let config = nginx_config(Path::new("/tmp/n"), FRONT, &cleartext());
-        assert!(config.contains("listen 127.0.0.1:47191 http2;"));
+        assert!(config.contains("listen 127.0.0.1:27191 http2;"));
         assert!(config.contains("grpc_pass grpc://app_grpc;"));
         assert!(config.contains("keepalive 64;"));
         assert!(config.contains("pid /tmp/n/nginx.pid;"));
         let opaque = &config[config.find("upstream app_opaque").expect("opaque upstream")..];
         let block = &opaque[..opaque.find('}').expect("block end")];
-        assert!(block.contains("server 10.250.7.3:47182;"), "{block}");
+        assert!(block.contains("server 10.250.7.3:27182;"), "{block}");
         assert!(!block.contains("keepalive"), "{block}");
-        assert!(config.contains("listen 127.0.0.1:47194;"));
+        assert!(config.contains("listen 127.0.0.1:27194;"));
     }
 }
