@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use trellis_bench::discovery_scale::{self, Decode, ScaleConfig};
 use trellis_bench::load::{self, LoadConfig, Pacing, Protocol, Target};
-use trellis_bench::plan::{Mode, Plan, Workload};
+use trellis_bench::plan::{Load, Mode, Plan, Workload};
 use trellis_bench::run::{self, RunOptions};
 use trellis_bench::scenario::{Programs, ScenarioKind};
 use trellis_bench::serve::{self, Backend};
@@ -91,6 +91,10 @@ struct RunArgs {
     /// bulk_1mib, idle).
     #[arg(long, env = "TRELLIS_BENCH_WORKLOADS", value_delimiter = ',')]
     workloads: Vec<String>,
+    /// Only these loads (comma-separated: requests per second, `max`, or e.g.
+    /// `1000conns` for the idle workload).
+    #[arg(long, env = "TRELLIS_BENCH_LOADS", value_delimiter = ',')]
+    loads: Vec<String>,
     /// Override the measured seconds of each repeat.
     #[arg(long, env = "TRELLIS_BENCH_DURATION", value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -336,6 +340,18 @@ fn run_scenarios(args: RunArgs) -> anyhow::Result<()> {
                 })
             })
             .collect::<anyhow::Result<_>>()?;
+    }
+    if !args.loads.is_empty() {
+        let loads = args
+            .loads
+            .iter()
+            .map(|name| {
+                Load::parse(name).with_context(|| {
+                    format!("--loads: {name:?} is not a rate (2000), max, or a count (1000conns)")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        plan.only_loads = Some(loads);
     }
     plan.duration = args.duration.unwrap_or(plan.duration);
     plan.repeats = args.repeats.unwrap_or(plan.repeats).max(1);

@@ -93,6 +93,18 @@ pub enum Load {
 }
 
 impl Load {
+    /// A load as `--loads` names it: `2000` (requests per second), `max`, or
+    /// `1000conns`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "max" => Some(Load::Max),
+            _ => match name.strip_suffix("conns") {
+                Some(count) => count.parse().ok().map(Load::Connections),
+                None => name.trim_end_matches("/s").parse().ok().map(Load::Rate),
+            },
+        }
+    }
+
     pub fn label(self) -> String {
         match self {
             Load::Rate(rate) => format!("{rate}/s"),
@@ -122,6 +134,9 @@ pub struct Plan {
     /// Load before the repeats, not measured: connections, caches and allocators settle.
     pub warmup: Duration,
     pub repeats: usize,
+    /// When set, only the loads named here run (by [`Load::label`]: `2000/s`, `max`,
+    /// `1000 conns`); a workload with none of them is skipped.
+    pub only_loads: Option<Vec<Load>>,
 }
 
 impl Plan {
@@ -138,12 +153,21 @@ impl Plan {
             duration,
             warmup,
             repeats,
+            only_loads: None,
         }
     }
 
     /// The loads a workload runs at. Quick mode keeps one rate and the knee, so every
     /// code path runs once.
     pub fn loads(&self, workload: Workload) -> Vec<Load> {
+        let mut loads = self.matrix_loads(workload);
+        if let Some(only) = &self.only_loads {
+            loads.retain(|load| only.contains(load));
+        }
+        loads
+    }
+
+    fn matrix_loads(&self, workload: Workload) -> Vec<Load> {
         let quick = self.mode == Mode::Quick;
         match workload {
             Workload::Http1 | Workload::Grpc if quick => vec![Load::Rate(200), Load::Max],
@@ -193,6 +217,20 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_named_loads_run_and_names_read_as_the_labels_print_them() {
+        assert_eq!(Load::parse("2000"), Some(Load::Rate(2_000)));
+        assert_eq!(Load::parse("2000/s"), Some(Load::Rate(2_000)));
+        assert_eq!(Load::parse("max"), Some(Load::Max));
+        assert_eq!(Load::parse("1000conns"), Some(Load::Connections(1_000)));
+        assert_eq!(Load::parse("fast"), None);
+        let mut plan = Plan::new(Mode::Standard);
+        plan.only_loads = Some(vec![Load::Rate(2_000), Load::Max]);
+        assert_eq!(plan.loads(Workload::Http1), [Load::Rate(2_000), Load::Max]);
+        assert_eq!(plan.loads(Workload::Bulk), [Load::Max]);
+        assert_eq!(plan.loads(Workload::Idle), []);
+    }
 
     #[test]
     fn quick_mode_touches_every_workload_with_one_rate_and_the_knee() {
