@@ -10,6 +10,8 @@
 //! namespace, is still left alone. One bad annotation fails the whole run and prints
 //! nothing, since a half-injected stream piped into `kubectl apply` is worse than none.
 
+mod yaml;
+
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
@@ -47,6 +49,12 @@ pub enum InjectError {
 
     #[error("{object}: the patch does not apply (a bug in the injector): {reason}")]
     Patch { object: String, reason: String },
+
+    #[error("{object}: cannot be written back as YAML: {reason}")]
+    Unwritable {
+        object: String,
+        reason: yaml::Unwritable,
+    },
 
     #[error("mesh config {}: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
@@ -123,7 +131,11 @@ pub fn inject_all(
                 continue;
             }
             inject_object(&mut document, config, &mut report)?;
-            output.push(serde_yaml_ng::to_string(&document).map_err(yaml_error)?);
+            let text = yaml::to_string(&document).map_err(|reason| InjectError::Unwritable {
+                object: describe(&document),
+                reason,
+            })?;
+            output.push(text);
         }
     }
     Ok((output.join("---\n"), report))

@@ -8,50 +8,27 @@
 //! Without them these tests say so and pass, unless `TRELLIS_E2E=require` (CI), where
 //! they fail.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_yaml_ng::Value as Yaml;
+use support::{Validator, run, setup_tools, text, unavailable};
 use trellis_injector::{MeshConfig, Outcome, Request, inject};
-
-/// The Kubernetes version whose schema every object must satisfy.
-const KUBERNETES_VERSION: &str = "1.33.0";
 
 struct Tools {
     helm: PathBuf,
-    validate: PathBuf,
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    validator: Validator,
 }
 
 /// Helm and kubernetes-validate, or `None` (after saying why) where this host has not
 /// run `tests/tools/setup.sh`; under `TRELLIS_E2E=require` their absence fails.
 fn tools() -> Option<Tools> {
-    let target = workspace().join("target");
-    let tools = Tools {
-        helm: target.join("tools/helm"),
-        validate: target.join("trellis-kv/bin/kubernetes-validate"),
-    };
-    let missing: Vec<String> = [&tools.helm, &tools.validate]
-        .into_iter()
-        .filter(|path| !path.is_file())
-        .map(|path| path.display().to_string())
-        .collect();
-    if missing.is_empty() {
-        return Some(tools);
-    }
-    let reason = format!(
-        "missing {}: run `bash tests/tools/setup.sh` (tests/run.sh does)",
-        missing.join(" and ")
-    );
-    if std::env::var("TRELLIS_E2E").as_deref() == Ok("require") {
-        panic!("TRELLIS_E2E=require, but {reason}");
-    }
-    eprintln!("skipping (set TRELLIS_E2E=require to make this a failure): {reason}");
-    None
+    let [helm] = setup_tools(["tools/helm"])?;
+    let validator = Validator::find()?;
+    Some(Tools { helm, validator })
 }
 
 /// PEM files standing in for an operator's CA and webhook certificate, and the flags
@@ -110,18 +87,6 @@ impl Drop for Pems {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn run(program: &Path, args: &[String]) -> Output {
-    Command::new(program)
-        .args(args)
-        .current_dir(workspace())
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {}: {error}", program.display()))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// `helm template` as the README runs it, plus the namespace meshctl adds.
@@ -212,28 +177,8 @@ fn assert_same_objects(helm: &str, meshctl: &str, case: &str) {
     }
 }
 
-/// Runs kubernetes-validate --strict over a stream; `Err` carries what it said.
 fn validate(tools: &Tools, name: &str, stream: &str) -> Result<String, String> {
-    let dir = std::env::temp_dir().join(format!("meshctl-validate-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("manifests.yaml");
-    std::fs::write(&file, stream).unwrap();
-    let output = run(
-        &tools.validate,
-        &[
-            "--strict".into(),
-            "--kubernetes-version".into(),
-            KUBERNETES_VERSION.into(),
-            file.display().to_string(),
-        ],
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
-    if output.status.success() {
-        Ok(said)
-    } else {
-        Err(said)
-    }
+    tools.validator.validate(name, stream)
 }
 
 #[test]
@@ -433,15 +378,10 @@ fn workspace_binary(name: &str) -> Option<PathBuf> {
     if path.is_file() {
         return Some(path);
     }
-    let reason = format!(
+    unavailable(&format!(
         "{} is not built: cargo build --workspace --bins",
         path.display()
-    );
-    if std::env::var("TRELLIS_E2E").as_deref() == Ok("require") {
-        panic!("TRELLIS_E2E=require, but {reason}");
-    }
-    eprintln!("skipping (set TRELLIS_E2E=require to make this a failure): {reason}");
-    None
+    ))
 }
 
 #[test]

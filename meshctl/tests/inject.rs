@@ -1,8 +1,12 @@
 //! `meshctl inject` as an operator runs it: YAML on stdin or in files, injected YAML on
-//! stdout for `kubectl apply -f -`, what happened on stderr.
+//! stdout for `kubectl apply -f -`, what happened on stderr. What it writes must mean
+//! the same to kubectl (YAML 1.1) as what it read: PyYAML reads it back, and
+//! `kubernetes-validate --strict` checks it against the Kubernetes 1.33 schema.
 
-use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
+mod support;
+
+use serde_json::Value as Json;
+use support::{Validator, assert_superset, meshctl, text, workspace};
 
 const POD: &str = "apiVersion: v1
 kind: Pod
@@ -16,21 +20,66 @@ spec:
     image: nginx:1.27
 ";
 
-fn meshctl(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshctl"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("meshctl starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+/// A Deployment whose authors quoted every string that YAML 1.1 would read as a
+/// boolean, null, number or timestamp.
+const LOOKALIKES: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: checkout
+  namespace: shop
+  creationTimestamp: "2008-01-01T01:01:01Z"
+  labels:
+    app: checkout
+    canary: "yes"
+    tier: "on"
+    legacy: "Off"
+    "y": "n"
+    release: "2024-01-01"
+    build: "1_000"
+    hex: "0x1F"
+    sci: "1e3"
+    nothing: "null"
+  annotations:
+    tilde: "~"
+    empty: ""
+    version: "1.2.3"
+    sexagesimal: "1:30"
+    octal: "017"
+    merge: "<<"
+    equals: "="
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: checkout, canary: "yes"}
+  template:
+    metadata:
+      labels: {app: checkout, canary: "yes", tier: "on"}
+      annotations: {trellis.io/skip-outbound-ports: "5432", note: "NO"}
+    spec:
+      nodeSelector: {"true": "false"}
+      containers:
+      - name: app
+        image: registry.example.com/checkout:1.4.2
+        args: ["--verbose", "yes", "0o17", ".inf", "-.5", "+.5e3"]
+        env:
+        - {name: FEATURE, value: "on"}
+        - {name: LIMIT, value: "1_000"}
+        - {name: SINCE, value: "2001-12-14 21:59:43.10 -5"}
+        - {name: RATIO, value: ".NaN"}
+        - {name: MASK, value: "0b1010"}
+"#;
+
+fn succeeded(output: std::process::Output) -> String {
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    text(&output.stdout)
+}
+
+/// The documents of a stream as serde_yaml_ng (YAML 1.2) reads them, as JSON.
+fn read_yaml_1_2(stream: &str) -> Vec<Json> {
+    serde_yaml_ng::Deserializer::from_str(stream)
+        .map(|document| serde::Deserialize::deserialize(document).unwrap())
+        .filter(|document: &Json| !document.is_null())
+        .collect()
 }
 
 #[test]
@@ -46,9 +95,8 @@ fn a_pod_on_stdin_comes_out_meshed_with_the_given_mesh_config() {
 
     let output = meshctl(&["inject", "--config", config.to_str().unwrap(), "-"], POD);
     std::fs::remove_dir_all(&dir).unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(output.status.success(), "{stderr}");
+    let stderr = text(&output.stderr);
+    let stdout = succeeded(output);
     assert_eq!(stderr, "pod/web injected (native sidecar)\n");
     assert!(
         stdout.starts_with("apiVersion: v1\nkind: Pod\n"),
@@ -65,12 +113,65 @@ fn a_pod_on_stdin_comes_out_meshed_with_the_given_mesh_config() {
 }
 
 #[test]
+fn strings_that_look_like_other_types_stay_strings_for_kubectl() {
+    let stdout = succeeded(meshctl(&["inject", "-"], LOOKALIKES));
+    assert!(stdout.contains("    canary: \"yes\"\n"), "{stdout}");
+    assert!(stdout.contains("    \"y\": \"n\"\n"), "{stdout}");
+    assert!(
+        stdout.contains("  creationTimestamp: \"2008-01-01T01:01:01Z\"\n"),
+        "{stdout}"
+    );
+    // YAML 1.2 (serde_yaml_ng) reads every original value back, unchanged.
+    let (input, output) = (read_yaml_1_2(LOOKALIKES), read_yaml_1_2(&stdout));
+    assert_eq!(output.len(), 1);
+    assert_superset(&input[0], &output[0]);
+
+    // And so does YAML 1.1 (PyYAML, as kubectl's go-yaml), and the schema agrees.
+    let Some(validator) = Validator::find() else {
+        return;
+    };
+    let (input, output) = (
+        validator.read_yaml_1_1(LOOKALIKES),
+        validator.read_yaml_1_1(&stdout),
+    );
+    assert_eq!(input[0]["metadata"]["labels"]["canary"], "yes");
+    assert_superset(&input[0], &output[0]);
+    let said = validator
+        .validate("lookalikes", &stdout)
+        .unwrap_or_else(|said| panic!("{said}\n{stdout}"));
+    assert!(said.contains("passed"), "{said}");
+}
+
+#[test]
+fn the_fuzzed_v1_33_pod_comes_out_a_valid_meshed_pod() {
+    let path = workspace().join("injector-webhook/tests/testdata/v1.33.0/core.v1.Pod.json");
+    let mut pod: Json = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // The fuzzer set hostNetwork, which would (rightly) skip the pod.
+    pod["spec"]["hostNetwork"] = Json::Bool(false);
+    let stdout = succeeded(meshctl(&["inject", "-"], &pod.to_string()));
+    let output = read_yaml_1_2(&stdout);
+    assert_superset(&pod, &output[0]);
+    assert_eq!(
+        output[0]["spec"]["initContainers"][0]["name"],
+        "trellis-proxy-init"
+    );
+
+    let Some(validator) = Validator::find() else {
+        return;
+    };
+    assert_superset(&pod, &validator.read_yaml_1_1(&stdout)[0]);
+    validator
+        .validate("fuzzed-pod", &stdout)
+        .unwrap_or_else(|said| panic!("{said}\n{stdout}"));
+}
+
+#[test]
 fn a_bad_annotation_fails_with_nothing_on_stdout() {
     let pod = POD.replace("\"5432\"", "\"70000\"");
     let output = meshctl(&["inject", "-"], &pod);
     assert!(!output.status.success());
     assert!(output.stdout.is_empty());
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = text(&output.stderr);
     assert!(
         stderr
             .contains("pod/web: not injected: annotation trellis.io/skip-outbound-ports=\"70000\""),
@@ -82,7 +183,7 @@ fn a_bad_annotation_fails_with_nothing_on_stdout() {
 fn a_missing_file_is_named() {
     let output = meshctl(&["inject", "/nonexistent/shop.yaml"], "");
     assert!(!output.status.success());
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = text(&output.stderr);
     assert!(
         stderr.contains("reading /nonexistent/shop.yaml"),
         "{stderr}"
