@@ -13,9 +13,11 @@ use crate::config::{MeshConfig, Resources, SidecarMode};
 use crate::error::Rejection;
 use crate::values::{CidrList, PortList, quantity};
 
-/// `enabled` meshes the pod even in a namespace without the label; `disabled` opts it
-/// out. (The namespace label of the same name, `trellis.io/inject=enabled`, meshes
-/// every pod of the namespace.)
+/// On a pod, as a label or an annotation: `enabled` meshes the pod in a namespace
+/// without the label; `disabled` opts it out. Only the label form is visible to the
+/// webhook configuration's `objectSelector`, so only it brings the webhook to a pod in
+/// an unlabelled namespace. (On a namespace, `trellis.io/inject=enabled` meshes every
+/// pod of the namespace, and any other value none.)
 pub const INJECT: &str = "trellis.io/inject";
 /// Inbound ports that bypass the proxy, added to the mesh config's.
 pub const SKIP_INBOUND_PORTS: &str = "trellis.io/skip-inbound-ports";
@@ -43,7 +45,7 @@ pub const INJECTOR_VERSION: &str = "trellis.io/injector-version";
 /// which proxy version a pod runs without reading its containers.
 pub const PROXY_IMAGE: &str = "trellis.io/proxy-image";
 
-/// What the `trellis.io/inject` annotation asks for.
+/// What the pod's `trellis.io/inject` label or annotation asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InjectChoice {
     Enabled,
@@ -63,17 +65,43 @@ pub fn of(pod: &Value) -> BTreeMap<&str, &str> {
         .unwrap_or_default()
 }
 
-/// `trellis.io/inject`, if set: anything but `enabled` or `disabled` is refused, since
-/// a typo (`disable`) would otherwise silently mesh a pod that meant to opt out.
+/// `trellis.io/inject` as the pod's label and as its annotation. Anything but `enabled`
+/// or `disabled` is refused, since a typo (`disable`) would otherwise silently mesh a
+/// pod that meant to opt out; and `disabled` in either form wins over `enabled` in the
+/// other, so no pod is meshed against one of its author's wishes.
 pub fn inject_choice(
+    pod: &Value,
     annotations: &BTreeMap<&str, &str>,
 ) -> Result<Option<InjectChoice>, Rejection> {
-    match annotations.get(INJECT).copied() {
-        None => Ok(None),
-        Some("enabled") => Ok(Some(InjectChoice::Enabled)),
-        Some("disabled") => Ok(Some(InjectChoice::Disabled)),
-        Some(other) => Err(invalid(INJECT, other, "must be enabled or disabled".into())),
-    }
+    let parse = |value: &str| match value {
+        "enabled" => Some(InjectChoice::Enabled),
+        "disabled" => Some(InjectChoice::Disabled),
+        _ => None,
+    };
+    let must_be = || "must be enabled or disabled".to_owned();
+    let label = pod
+        .pointer("/metadata/labels")
+        .and_then(|labels| labels.get(INJECT))
+        .and_then(Value::as_str);
+    let from_label = match label {
+        None => None,
+        Some(value) => Some(parse(value).ok_or_else(|| Rejection::InvalidLabel {
+            label: INJECT,
+            value: value.to_owned(),
+            reason: must_be(),
+        })?),
+    };
+    let from_annotation = match annotations.get(INJECT).copied() {
+        None => None,
+        Some(value) => Some(parse(value).ok_or_else(|| invalid(INJECT, value, must_be()))?),
+    };
+    Ok(match (from_label, from_annotation) {
+        (Some(InjectChoice::Disabled), _) | (_, Some(InjectChoice::Disabled)) => {
+            Some(InjectChoice::Disabled)
+        }
+        (None, None) => None,
+        _ => Some(InjectChoice::Enabled),
+    })
 }
 
 /// What the mesh config and the pod's annotations together say about this pod's

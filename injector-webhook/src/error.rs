@@ -13,6 +13,13 @@ pub enum Rejection {
         reason: String,
     },
 
+    #[error("label {label}={value:?}: {reason}")]
+    InvalidLabel {
+        label: &'static str,
+        value: String,
+        reason: String,
+    },
+
     #[error("not a pod: {0}")]
     NotAPod(String),
 

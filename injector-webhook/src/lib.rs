@@ -163,11 +163,13 @@ fn check_shape(pod: &Value) -> Result<(), Rejection> {
     {
         return Err(Rejection::NotAPod("its metadata is not an object".into()));
     }
-    let annotations = pod.pointer("/metadata/annotations");
-    if annotations.is_some_and(|a| !(a.is_object() || a.is_null())) {
-        return Err(Rejection::NotAPod(
-            "its metadata.annotations is not a map".into(),
-        ));
+    for map in ["labels", "annotations"] {
+        let value = pod.pointer(&format!("/metadata/{map}"));
+        if value.is_some_and(|v| !(v.is_object() || v.is_null())) {
+            return Err(Rejection::NotAPod(format!(
+                "its metadata.{map} is not a map"
+            )));
+        }
     }
     Ok(())
 }

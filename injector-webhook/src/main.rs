@@ -1,6 +1,6 @@
 //! `trellis-injector serve`: the admission webhook as a process. Flags and
-//! environment into one [`Config`], logs, the serving certificate, the namespace
-//! watch, then [`trellis_injector::server::serve`] until SIGTERM or Ctrl-C.
+//! environment into one [`Config`], logs, the serving certificate, then
+//! [`trellis_injector::server::serve`] until SIGTERM or Ctrl-C.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -9,16 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use trellis_injector::MeshConfig;
-use trellis_injector::server::{
-    ApiNamespaces, Metrics, NamespaceLabels, SelectorNamespaces, ServingCert, Webhook, serve,
-};
+use trellis_injector::server::{Metrics, ServingCert, Webhook, serve};
 
 /// The Trellis injector: the admission webhook that adds proxy-init and the proxy to
-/// every pod created in a namespace labelled trellis.io/inject=enabled.
+/// every pod created in a namespace labelled trellis.io/inject=enabled, and to pods
+/// labelled trellis.io/inject: enabled in namespaces without that label.
 #[derive(Debug, Parser)]
 #[command(name = "trellis-injector", version, about)]
 struct Cli {
@@ -28,7 +27,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the webhook over HTTPS: POST /inject, GET /live, /ready, /metrics, /config.
+    /// Serve the webhook over HTTPS: POST /inject (pods of labelled namespaces), POST
+    /// /inject-opt-in (pods that opt in from unlabelled namespaces), GET /live, /ready,
+    /// /metrics, /config.
     Serve(Config),
 }
 
@@ -52,19 +53,6 @@ struct Config {
     /// Mesh config (YAML MeshConfig); without it, the defaults.
     #[arg(long, env = "TRELLIS_MESH_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-
-    /// Read namespace labels from the Kubernetes API (a watch; needs get, list and
-    /// watch on namespaces). With false, every namespace the API server calls for
-    /// counts as labelled trellis.io/inject=enabled (the webhook's namespaceSelector
-    /// requires it), and a pod's own trellis.io/inject: enabled has no effect.
-    #[arg(
-        long,
-        env = "TRELLIS_NAMESPACE_LABELS_FROM_API",
-        default_value_t = true,
-        action = ArgAction::Set,
-        value_name = "BOOL"
-    )]
-    namespace_labels_from_api: bool,
 
     /// How often the certificate files are re-read even without a change event.
     #[arg(
@@ -101,15 +89,6 @@ async fn main() -> anyhow::Result<()> {
     let cert = ServingCert::load(&config.tls_cert, &config.tls_key)
         .context("cannot load the serving certificate (--tls-cert, --tls-key)")?;
     let shutdown = CancellationToken::new();
-    let namespaces: Arc<dyn NamespaceLabels> = if config.namespace_labels_from_api {
-        let client = kube::Client::try_default().await.context(
-            "cannot reach the Kubernetes API for namespace labels (in-cluster config or \
-             kubeconfig); or run with --namespace-labels-from-api=false",
-        )?;
-        Arc::new(ApiNamespaces::start(client, shutdown.clone()))
-    } else {
-        Arc::new(SelectorNamespaces)
-    };
     let metrics = Arc::new(Metrics::new());
     cert.clone()
         .watch(config.cert_poll, metrics.clone(), shutdown.clone());
@@ -119,12 +98,10 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(
         listen = %config.listen,
         cert = %config.tls_cert.display(),
-        namespace_labels_from_api = config.namespace_labels_from_api,
         "serving the admission webhook"
     );
     let webhook = Arc::new(Webhook {
         mesh,
-        namespaces,
         cert,
         metrics,
         shutdown: shutdown.clone(),
@@ -208,22 +185,14 @@ mod tests {
             PathBuf::from("/var/run/trellis/tls/tls.key")
         );
         assert_eq!(config.config, Some("/etc/trellis/mesh-config.yaml".into()));
-        assert!(config.namespace_labels_from_api);
         assert_eq!(config.cert_poll, Duration::from_secs(10));
     }
 
     #[test]
-    fn the_namespace_source_can_be_the_selector() {
-        let config = parse(&[
-            "trellis-injector",
-            "serve",
-            "--tls-cert=c",
-            "--tls-key=k",
-            "--namespace-labels-from-api=false",
-        ])
-        .unwrap();
-        assert!(!config.namespace_labels_from_api);
-        assert_eq!(config.config, None);
+    fn the_certificate_and_key_are_required() {
         assert!(parse(&["trellis-injector", "serve", "--tls-cert=c"]).is_err());
+        assert!(parse(&["trellis-injector", "serve", "--tls-key=k"]).is_err());
+        let config = parse(&["trellis-injector", "serve", "--tls-cert=c", "--tls-key=k"]).unwrap();
+        assert_eq!(config.config, None);
     }
 }

@@ -1,28 +1,28 @@
 //! The admission webhook: HTTPS around [`crate::inject`].
 //!
 //! The API server posts an AdmissionReview for every pod created in a meshed namespace
-//! to `POST /inject`, over TLS it verifies against the webhook configuration's
-//! `caBundle`, speaking HTTP/2 or HTTP/1.1 (chosen by ALPN). The answer carries the
+//! to `POST /inject`, and for every pod that opts in from an unlabelled namespace to
+//! `POST /inject-opt-in` ([`Route`]), over TLS it verifies against the webhook
+//! configuration's `caBundle`, speaking HTTP/2 or HTTP/1.1 (chosen by ALPN). The answer carries the
 //! same `uid` and either the patch (base64 JSON Patch), nothing (a skip, with its
 //! reason as an audit annotation), or a refusal naming the bad annotation. Beside it
 //! are `GET /live`, `/ready`, `/metrics` and `/config` (the effective mesh config), on
 //! the same port, so the kubelet's probes prove the TLS path the API server uses.
 //!
 //! [`serve`] takes an already bound listener, so tests bind `127.0.0.1:0`; everything
-//! it serves from is a [`Webhook`], whose namespace-label source is a seam
-//! ([`NamespaceLabels`]): the binary watches the API, tests give a map.
+//! it serves from is a [`Webhook`].
 //!
 //! # Layout
 //! - `server.rs`: accepting, TLS, HTTP, and the routes.
 //! - `review.rs`: reading a review and writing its answer (pure, unit-tested).
-//! - `namespaces.rs`: where namespace labels come from.
+//! - `route.rs`: what each path says about the pod's namespace.
 //! - `certs.rs`: the serving certificate, reloaded when its files change.
 //! - `metrics.rs`: the counters on `/metrics`.
 
 pub mod certs;
 pub mod metrics;
-pub mod namespaces;
 pub mod review;
+pub mod route;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -43,10 +43,8 @@ use tracing::Instrument;
 
 pub use self::certs::ServingCert;
 pub use self::metrics::Metrics;
-pub use self::namespaces::{
-    ApiNamespaces, FixedNamespaces, Labels, NamespaceLabels, SelectorNamespaces,
-};
 pub use self::review::{Decision, MAX_REVIEW_BYTES, SKIP_REASON_AUDIT_KEY};
+pub use self::route::{Labels, Route};
 
 use crate::{MeshConfig, Outcome, Request as InjectRequest, inject};
 
@@ -62,8 +60,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Webhook {
     /// The mesh config every pod is injected with.
     pub mesh: MeshConfig,
-    /// Where a namespace's labels come from.
-    pub namespaces: Arc<dyn NamespaceLabels>,
     /// The serving certificate in force (its loading is what makes `/ready` possible).
     pub cert: Arc<ServingCert>,
     /// The counters on `/metrics`.
@@ -149,8 +145,15 @@ async fn connect(stream: TcpStream, src: SocketAddr, acceptor: TlsAcceptor, webh
 }
 
 async fn respond(webhook: &Webhook, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::POST, "/inject") => admit(webhook, req).await,
+    let path = req.uri().path();
+    if let Some(route) = Route::from_path(path) {
+        return if req.method() == Method::POST {
+            admit(webhook, route, req).await
+        } else {
+            allow(text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"), "POST")
+        };
+    }
+    match (req.method(), path) {
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
         (&Method::GET, "/ready") => match readiness(webhook) {
             Ok(()) => text(StatusCode::OK, "ready\n"),
@@ -166,31 +169,27 @@ async fn respond(webhook: &Webhook, req: Request<Incoming>) -> Response<Full<Byt
                 .unwrap_or_default();
             with_type(StatusCode::OK, "application/json", body.into())
         }
-        (_, "/inject") => allow(text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"), "POST"),
         (_, "/live" | "/ready" | "/metrics" | "/config") => {
             allow(text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"), "GET")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try POST /inject, or GET /live, /ready, /metrics, /config\n",
+            "not found: try POST /inject or /inject-opt-in, or GET /live, /ready, /metrics, /config\n",
         ),
     }
 }
 
-/// Ready means an admission would be answered correctly now: a certificate is in
-/// force (loaded before serving began) and the namespaces' labels are known.
+/// Ready means an admission would be answered now: a certificate is in force (loaded
+/// before serving began) and no shutdown has begun.
 fn readiness(webhook: &Webhook) -> Result<(), &'static str> {
     if webhook.shutdown.is_cancelled() {
         return Err("not ready: shutting down\n");
     }
-    if !webhook.namespaces.synced() {
-        return Err("not ready: the namespaces' labels are not listed yet\n");
-    }
     Ok(())
 }
 
-/// `POST /inject`: one review, one answer.
-async fn admit(webhook: &Webhook, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// `POST /inject` or `/inject-opt-in`: one review, one answer.
+async fn admit(webhook: &Webhook, route: Route, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let declared = req
         .headers()
@@ -222,17 +221,18 @@ async fn admit(webhook: &Webhook, req: Request<Incoming>) -> Response<Full<Bytes
             return text(StatusCode::BAD_REQUEST, format!("{malformed}\n"));
         }
     };
-    let decision = decide(webhook, &review).await;
+    let decision = decide(webhook, route, &review);
     let (outcome, reason) = decision.labels();
     webhook.metrics.admitted(outcome, reason);
     let message = match &decision {
-        Decision::Reject(message) | Decision::Fail(message) => Some(message.as_str()),
+        Decision::Reject(message) => Some(message.as_str()),
         _ => None,
     };
     tracing::info!(
         uid = %review.uid,
         namespace = %review.namespace,
         pod = %review.name,
+        path = route.path(),
         dry_run = review.dry_run,
         outcome,
         reason,
@@ -249,16 +249,13 @@ async fn admit(webhook: &Webhook, req: Request<Incoming>) -> Response<Full<Bytes
 }
 
 /// What to answer for a readable review.
-async fn decide(webhook: &Webhook, review: &review::PodReview) -> Decision {
+fn decide(webhook: &Webhook, route: Route, review: &review::PodReview) -> Decision {
     if !review.is_create {
         return Decision::Skip {
             label: NOT_A_CREATION,
         };
     }
-    let labels = match webhook.namespaces.labels(&review.namespace).await {
-        Ok(labels) => labels,
-        Err(message) => return Decision::Fail(message),
-    };
+    let labels = route.namespace_labels();
     let request = InjectRequest::Admission {
         namespace: &review.namespace,
         namespace_labels: &labels,

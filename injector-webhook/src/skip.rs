@@ -33,9 +33,12 @@ pub enum SkipReason {
     SystemNamespace(String),
     /// `hostNetwork: true`: its iptables rules would be the node's.
     HostNetwork,
-    /// The webhook was called for a pod whose namespace lacks
-    /// `trellis.io/inject=enabled` and which does not opt in itself.
+    /// The webhook was called for a pod whose namespace has no `trellis.io/inject`
+    /// label and which does not opt in itself.
     NamespaceNotEnabled,
+    /// The namespace is labelled `trellis.io/inject` with a value other than `enabled`
+    /// (`disabled`, typically): it opts out all its pods, whatever they ask for.
+    NamespaceDisabled(String),
 }
 
 impl SkipReason {
@@ -47,6 +50,7 @@ impl SkipReason {
             SkipReason::SystemNamespace(_) => "system-namespace",
             SkipReason::HostNetwork => "host-network",
             SkipReason::NamespaceNotEnabled => "namespace-not-enabled",
+            SkipReason::NamespaceDisabled(_) => "namespace-disabled",
         }
     }
 }
@@ -67,8 +71,12 @@ impl fmt::Display for SkipReason {
             ),
             SkipReason::NamespaceNotEnabled => write!(
                 f,
-                "the namespace is not labelled {NAMESPACE_LABEL}=enabled and the pod does not set {}: enabled",
+                "the namespace is not labelled {NAMESPACE_LABEL}=enabled and the pod does not opt in ({}: enabled, as a label or an annotation)",
                 annotations::INJECT
+            ),
+            SkipReason::NamespaceDisabled(value) => write!(
+                f,
+                "the namespace is labelled {NAMESPACE_LABEL}={value}, which opts out all its pods"
             ),
         }
     }
@@ -85,7 +93,7 @@ pub fn reason(
     if is_injected(pod, annotations) {
         return Ok(Some(SkipReason::AlreadyInjected));
     }
-    let choice = annotations::inject_choice(annotations)?;
+    let choice = annotations::inject_choice(pod, annotations)?;
     if choice == Some(InjectChoice::Disabled) {
         return Ok(Some(SkipReason::OptedOut));
     }
@@ -105,11 +113,11 @@ pub fn reason(
         namespace_labels, ..
     } = request
     {
-        let labelled = namespace_labels
-            .get(NAMESPACE_LABEL)
-            .is_some_and(|value| value == "enabled");
-        if !labelled && choice != Some(InjectChoice::Enabled) {
-            return Ok(Some(SkipReason::NamespaceNotEnabled));
+        match namespace_labels.get(NAMESPACE_LABEL).map(String::as_str) {
+            Some("enabled") => {}
+            Some(other) => return Ok(Some(SkipReason::NamespaceDisabled(other.to_owned()))),
+            None if choice == Some(InjectChoice::Enabled) => {}
+            None => return Ok(Some(SkipReason::NamespaceNotEnabled)),
         }
     }
     Ok(None)

@@ -115,18 +115,25 @@ fn the_webhook_meshes_only_labelled_namespaces_or_pods_that_opt_in() {
     let reason = skipped(admission(&pod, "shop", &[]));
     assert_eq!(reason, SkipReason::NamespaceNotEnabled);
     assert_eq!(reason.label(), "namespace-not-enabled");
-    let reason = skipped(admission(
-        &pod,
-        "shop",
-        &[("trellis.io/inject", "disabled")],
-    ));
-    assert_eq!(reason, SkipReason::NamespaceNotEnabled);
-    // The pod's own annotation is enough.
-    let opted_in = annotated(ENABLED);
-    assert!(matches!(
-        admission(&opted_in, "shop", &[]),
-        Ok(Outcome::Injected { .. })
-    ));
+    // In a namespace without the label, the pod's own choice is enough: as a label
+    // (which the webhook's objectSelector sees) or as an annotation.
+    let mut labelled = shop_pod();
+    labelled["metadata"]["labels"]["trellis.io/inject"] = json!("enabled");
+    for opted_in in [labelled.clone(), annotated(ENABLED)] {
+        assert!(matches!(
+            admission(&opted_in, "shop", &[]),
+            Ok(Outcome::Injected { .. })
+        ));
+        // A namespace labelled anything but enabled opts all its pods out, as the
+        // chart's two webhooks call the injector for neither.
+        let reason = skipped(admission(
+            &opted_in,
+            "shop",
+            &[("trellis.io/inject", "disabled")],
+        ));
+        assert_eq!(reason, SkipReason::NamespaceDisabled("disabled".into()));
+        assert_eq!(reason.label(), "namespace-disabled");
+    }
     // meshctl inject does not look at the namespace.
     assert!(matches!(
         inject(
@@ -136,6 +143,37 @@ fn the_webhook_meshes_only_labelled_namespaces_or_pods_that_opt_in() {
         ),
         Ok(Outcome::Injected { .. })
     ));
+}
+
+#[test]
+fn a_pod_opted_out_by_label_or_annotation_stays_out_whatever_the_other_says() {
+    for (label, annotation) in [
+        (Some("disabled"), None),
+        (Some("disabled"), Some("enabled")),
+        (Some("enabled"), Some("disabled")),
+    ] {
+        let mut pod = shop_pod();
+        if let Some(value) = label {
+            pod["metadata"]["labels"]["trellis.io/inject"] = json!(value);
+        }
+        if let Some(value) = annotation {
+            pod["metadata"]["annotations"]["trellis.io/inject"] = json!(value);
+        }
+        for namespace_labels in [ENABLED, &[]] {
+            assert_eq!(
+                skipped(admission(&pod, "shop", namespace_labels)),
+                SkipReason::OptedOut,
+                "label {label:?}, annotation {annotation:?}"
+            );
+        }
+    }
+    // A typo in the label is refused as one in the annotation is, naming the label.
+    let mut pod = shop_pod();
+    pod["metadata"]["labels"]["trellis.io/inject"] = json!("disable");
+    assert_eq!(
+        admission(&pod, "shop", ENABLED).unwrap_err().to_string(),
+        "label trellis.io/inject=\"disable\": must be enabled or disabled"
+    );
 }
 
 #[test]
@@ -251,6 +289,10 @@ fn what_is_not_a_pod_is_refused_rather_than_patched() {
             json!({"metadata": {"annotations": "x"}, "spec": {"containers": []}}),
             "annotations is not a map",
         ),
+        (
+            json!({"metadata": {"labels": ["x"]}, "spec": {"containers": []}}),
+            "labels is not a map",
+        ),
     ] {
         let rejection = admission(&pod, "shop", ENABLED).unwrap_err();
         assert!(matches!(rejection, Rejection::NotAPod(_)), "{rejection}");
@@ -326,6 +368,7 @@ fn skip_reasons_have_bounded_labels_for_metrics() {
         SkipReason::SystemNamespace("kube-system".into()),
         SkipReason::HostNetwork,
         SkipReason::NamespaceNotEnabled,
+        SkipReason::NamespaceDisabled("disabled".into()),
     ];
     let labels: Vec<_> = reasons.iter().map(SkipReason::label).collect();
     assert_eq!(
@@ -335,7 +378,8 @@ fn skip_reasons_have_bounded_labels_for_metrics() {
             "opted-out",
             "system-namespace",
             "host-network",
-            "namespace-not-enabled"
+            "namespace-not-enabled",
+            "namespace-disabled",
         ]
     );
     // The opted-out pod used above would have passed everything else.

@@ -7,21 +7,17 @@
 mod harness;
 mod support;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use harness::{PyTools, Running, fixture_pod, labelled, review, write_leaf};
+use harness::{PyTools, Running, fixture_pod, review, write_leaf};
 use serde_json::{Value, json};
 use support::{assert_superset, names, shop_pod};
-use trellis_injector::server::{FixedNamespaces, Labels, NamespaceLabels};
 use trellis_injector::{PROXY_CONTAINER, PROXY_INIT_CONTAINER};
 
 async fn webhook() -> Running {
-    Running::start(Arc::new(FixedNamespaces(labelled()))).await
+    Running::start().await
 }
 
 fn body(review: &Value) -> Vec<u8> {
@@ -100,32 +96,73 @@ async fn pods_that_are_not_meshed_are_allowed_untouched_with_the_reason_audited(
     let mut already = shop_pod();
     already["metadata"]["annotations"]["trellis.io/injected"] =
         json!("trellis-proxy-init,trellis-proxy");
+    // Opted in by label, which brings the API server to /inject-opt-in, and out by
+    // annotation: out wins.
+    let mut torn = shop_pod();
+    torn["metadata"]["labels"]["trellis.io/inject"] = json!("enabled");
+    torn["metadata"]["annotations"]["trellis.io/inject"] = json!("disabled");
     let cases = [
-        ("shop", opted_out, "opted-out"),
-        ("shop", host_network, "host-network"),
-        ("shop", already, "already-injected"),
-        ("plain", shop_pod(), "namespace-not-enabled"),
-        ("unknown", shop_pod(), "namespace-not-enabled"),
-        ("kube-system", shop_pod(), "system-namespace"),
+        ("/inject", "shop", opted_out, "opted-out"),
+        ("/inject", "shop", host_network, "host-network"),
+        ("/inject", "shop", already, "already-injected"),
+        ("/inject", "kube-system", shop_pod(), "system-namespace"),
+        (
+            "/inject-opt-in",
+            "plain",
+            shop_pod(),
+            "namespace-not-enabled",
+        ),
+        ("/inject-opt-in", "plain", torn, "opted-out"),
     ];
-    for (namespace, pod, reason) in &cases {
+    for (path, namespace, pod, reason) in &cases {
         let reply = client
-            .post("/inject", body(&review("u-skip", namespace, pod)))
+            .post(path, body(&review("u-skip", namespace, pod)))
             .await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         let answer = reply.json();
         assert_eq!(
             answer["response"],
             json!({"uid": "u-skip", "allowed": true, "auditAnnotations": {"skip-reason": reason}}),
-            "{namespace}: no patch, no patch type, the reason audited"
+            "{path} {namespace}: no patch, no patch type, the reason audited"
         );
     }
-    for (_, _, reason) in &cases {
-        let expected = cases.iter().filter(|(_, _, r)| r == reason).count() as f64;
+    for (_, _, _, reason) in &cases {
+        let expected = cases.iter().filter(|(_, _, _, r)| r == reason).count() as f64;
         let series =
             format!("injector_admissions_total{{outcome=\"skipped\",reason=\"{reason}\"}}");
         assert_eq!(webhook.counter(&series).await, expected, "{series}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_opts_in_by_label_is_meshed_from_an_unlabelled_namespace() {
+    let webhook = webhook().await;
+    let client = webhook.client(&[b"h2"]);
+    let mut pod = shop_pod();
+    pod["metadata"]["labels"]["trellis.io/inject"] = json!("enabled");
+    let reply = client
+        .post("/inject-opt-in", body(&review("u-opt-in", "plain", &pod)))
+        .await;
+    let response = &reply.json()["response"];
+    assert_eq!(response["patchType"], "JSONPatch", "{response}");
+    let patch = BASE64.decode(response["patch"].as_str().unwrap()).unwrap();
+    let patched = support::apply(&pod, &serde_json::from_slice(&patch).unwrap());
+    assert_eq!(
+        names(&patched, "initContainers"),
+        [PROXY_INIT_CONTAINER, PROXY_CONTAINER, "migrate"]
+    );
+    // The same pod without its label is not meshed there: the path alone does not
+    // mesh a pod, only the pod's own choice does.
+    let reply = client
+        .post(
+            "/inject-opt-in",
+            body(&review("u-plain", "plain", &shop_pod())),
+        )
+        .await;
+    assert_eq!(
+        reply.json()["response"]["auditAnnotations"]["skip-reason"],
+        "namespace-not-enabled"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,6 +241,7 @@ async fn malformed_requests_get_a_clear_http_error_and_the_server_carries_on() {
     let h2 = webhook.client(&[b"h2"]);
     assert_eq!(h2.post("/inject", too_big).await.status, 413);
     assert_eq!(client.get("/inject").await.status, 405);
+    assert_eq!(client.get("/inject-opt-in").await.status, 405);
     assert_eq!(client.post("/live", Vec::new()).await.status, 405);
     assert_eq!(client.get("/mutate").await.status, 404);
 
@@ -221,50 +259,6 @@ async fn malformed_requests_get_a_clear_http_error_and_the_server_carries_on() {
         errors,
         cases.len() as f64 + 1.0,
         "every malformed review and the oversized one"
-    );
-}
-
-/// A namespace source that has not listed yet and cannot answer.
-struct Unreachable;
-
-impl NamespaceLabels for Unreachable {
-    fn labels<'a>(
-        &'a self,
-        namespace: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Labels, String>> + Send + 'a>> {
-        Box::pin(async move { Err(format!("cannot read namespace {namespace}'s labels")) })
-    }
-
-    fn synced(&self) -> bool {
-        false
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_namespace_labels_the_webhook_is_not_ready_and_refuses_rather_than_guess() {
-    let webhook = Running::start(Arc::new(Unreachable)).await;
-    let client = webhook.client(&[b"h2"]);
-    let ready = client.get("/ready").await;
-    assert_eq!(ready.status, 503);
-    assert!(ready.text().contains("namespaces"), "{}", ready.text());
-    assert_eq!(client.get("/live").await.status, 200);
-    let reply = client
-        .post("/inject", body(&review("u-ns", "shop", &shop_pod())))
-        .await;
-    let response = &reply.json()["response"];
-    assert_eq!(response["allowed"], false);
-    assert_eq!(response["status"]["code"], 500);
-    assert!(
-        response["status"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("namespace shop")
-    );
-    assert_eq!(
-        webhook
-            .counter("injector_admissions_total{outcome=\"error\",reason=\"\"}")
-            .await,
-        1.0
     );
 }
 

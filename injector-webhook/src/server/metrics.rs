@@ -2,7 +2,7 @@
 //!
 //! - `injector_admissions_total{outcome, reason}`: every review answered; `outcome` is
 //!   `injected`, `skipped` (with `reason` the skip's fixed label), `rejected` (a bad
-//!   annotation) or `error` (a malformed review, or the namespace's labels unknown);
+//!   annotation) or `error` (a malformed review);
 //!   `reason` is empty but for skips, so the label values stay a small fixed set.
 //! - `injector_certificate_reloads_total{result}`: `loaded` or `refused` new serving
 //!   certificates.

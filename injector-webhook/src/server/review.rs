@@ -25,8 +25,9 @@ use crate::error::MalformedReview;
 pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024 + 64 * 1024;
 
 /// The key of the audit annotation that records why a pod was skipped. The API server
-/// prefixes it with the webhook's name (`injector.trellis.io/skip-reason`); it accepts
-/// only keys without a `/` of their own.
+/// prefixes it with the webhook entry's name (`injector.trellis.io/skip-reason`,
+/// `opt-in.injector.trellis.io/skip-reason`); it accepts only keys without a `/` of
+/// their own.
 pub const SKIP_REASON_AUDIT_KEY: &str = "skip-reason";
 
 /// What the webhook needs from a review.
@@ -138,10 +139,6 @@ pub enum Decision {
     Skip { label: &'static str },
     /// Refused (HTTP status 400 in the review): the message names the annotation.
     Reject(String),
-    /// Refused because the webhook could not decide (status 500): the namespace's
-    /// labels could not be read. Under `failurePolicy: Fail` this is what the API
-    /// server would do anyway, with a clearer message.
-    Fail(String),
 }
 
 impl Decision {
@@ -151,7 +148,6 @@ impl Decision {
             Decision::Inject(_) => ("injected", ""),
             Decision::Skip { label } => ("skipped", label),
             Decision::Reject(_) => ("rejected", ""),
-            Decision::Fail(_) => ("error", ""),
         }
     }
 }
@@ -175,26 +171,21 @@ pub fn answer(uid: &str, decision: &Decision) -> Value {
             "allowed": true,
             "auditAnnotations": { SKIP_REASON_AUDIT_KEY: label },
         }),
-        Decision::Reject(message) => refusal(uid, 400, "BadRequest", message),
-        Decision::Fail(message) => refusal(uid, 500, "InternalError", message),
+        Decision::Reject(message) => json!({
+            "uid": uid,
+            "allowed": false,
+            "status": {
+                "status": "Failure",
+                "code": 400,
+                "reason": "BadRequest",
+                "message": message,
+            },
+        }),
     };
     json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "response": response,
-    })
-}
-
-fn refusal(uid: &str, code: u16, reason: &str, message: &str) -> Value {
-    json!({
-        "uid": uid,
-        "allowed": false,
-        "status": {
-            "status": "Failure",
-            "code": code,
-            "reason": reason,
-            "message": message,
-        },
     })
 }
 

@@ -3,7 +3,6 @@
 //! against the CA (the `caBundle`) as the API server does, the reviews it posts, and
 //! the Python tools that check the result independently.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,7 +19,7 @@ use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use trellis_injector::MeshConfig;
-use trellis_injector::server::{Metrics, NamespaceLabels, ServingCert, Webhook, serve};
+use trellis_injector::server::{Metrics, ServingCert, Webhook, serve};
 
 /// The webhook's CA, which the client trusts as the API server trusts the `caBundle`.
 pub struct TestCa {
@@ -98,9 +97,9 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts the webhook with `namespaces` and the stock mesh config, its certificate
-    /// files in a temporary directory, re-read every 200 ms besides inotify.
-    pub async fn start(namespaces: Arc<dyn NamespaceLabels>) -> Running {
+    /// Starts the webhook with the stock mesh config, its certificate files in a
+    /// temporary directory, re-read every 200 ms besides inotify.
+    pub async fn start() -> Running {
         let ca = TestCa::new();
         let dir = TempDir::new();
         let (cert_path, key_path) = (dir.0.join("tls.crt"), dir.0.join("tls.key"));
@@ -119,7 +118,6 @@ impl Running {
         let addr = listener.local_addr().expect("its address");
         let webhook = Arc::new(Webhook {
             mesh: MeshConfig::default(),
-            namespaces,
             cert,
             metrics,
             shutdown: shutdown.clone(),
@@ -318,16 +316,6 @@ pub fn review(uid: &str, namespace: &str, pod: &Value) -> Value {
         .expect("the review is an object")
         .remove("response");
     review
-}
-
-/// Namespace labels: `shop` is meshed, `plain` is not.
-pub fn labelled() -> BTreeMap<String, BTreeMap<String, String>> {
-    let enabled = BTreeMap::from([("trellis.io/inject".to_owned(), "enabled".to_owned())]);
-    BTreeMap::from([
-        ("shop".to_owned(), enabled.clone()),
-        ("kube-system".to_owned(), enabled),
-        ("plain".to_owned(), BTreeMap::new()),
-    ])
 }
 
 /// The Python tools of the independent check: PyPI's `jsonpatch` (in the venv of
