@@ -10,6 +10,7 @@
 //! namespace, is still left alone. One bad annotation fails the whole run and prints
 //! nothing, since a half-injected stream piped into `kubectl apply` is worse than none.
 
+pub mod config;
 mod yaml;
 
 use std::io::Read as _;
@@ -58,6 +59,15 @@ pub enum InjectError {
 
     #[error("mesh config {}: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
+
+    #[error(
+        "meshctl inject needs the installed mesh's config, or the proxies it adds cannot \
+         start (they would have no trust anchors): give --mesh-config FILE, the ConfigMap \
+         that `kubectl get configmap {} -n trellis-system -o yaml` prints, or \
+         --trust-anchors FILE, the mesh's root certificate(s), PEM",
+        config::CONFIG_MAP
+    )]
+    NoMeshConfig,
 }
 
 /// One input: its name for messages (a path, or `stdin`) and its text.
@@ -66,7 +76,7 @@ pub struct Input {
     pub text: String,
 }
 
-/// Reads every input (`-` is stdin) and the mesh config (none: the built-in defaults).
+/// Reads every input (`-` is stdin).
 pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, InjectError> {
     paths
         .iter()
@@ -93,20 +103,6 @@ pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, InjectError> {
             }
         })
         .collect()
-}
-
-pub fn read_config(path: Option<&Path>) -> Result<MeshConfig, InjectError> {
-    let Some(path) = path else {
-        return Ok(MeshConfig::default());
-    };
-    let text = std::fs::read_to_string(path).map_err(|source| InjectError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    MeshConfig::from_yaml(&text).map_err(|error| InjectError::Config {
-        path: path.to_owned(),
-        reason: error.to_string(),
-    })
 }
 
 /// The injected stream (documents separated by `---`), and one line per object that

@@ -199,10 +199,21 @@ struct InjectArgs {
     /// YAML files, each with one or more documents; `-` reads stdin.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// The mesh config (the injector webhook's `MeshConfig` YAML) [default: the
-    /// built-in defaults].
-    #[arg(long, env = "TRELLIS_MESH_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
+    /// The installed mesh's config, so that the pods are the ones its webhook makes:
+    /// the ConfigMap that `kubectl get configmap trellis-mesh-config -n trellis-system
+    /// -o yaml` prints, or the MeshConfig YAML inside it. Needed unless
+    /// --trust-anchors is given.
+    #[arg(
+        long,
+        visible_alias = "config",
+        env = "TRELLIS_MESH_CONFIG",
+        value_name = "FILE"
+    )]
+    mesh_config: Option<PathBuf>,
+    /// The mesh's trust anchors, PEM (the chart's identity.trustAnchorsPEM), given to
+    /// every proxy added; replaces the mesh config's.
+    #[arg(long, env = "TRELLIS_INJECT_TRUST_ANCHORS", value_name = "FILE")]
+    trust_anchors: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,9 +269,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inject(args) => {
-            let config = inject::read_config(args.config.as_deref())?;
+            let (config, warning) =
+                inject::config::read(args.mesh_config.as_deref(), args.trust_anchors.as_deref())?;
             let inputs = inject::read_inputs(&args.files)?;
             let (yaml, report) = inject::inject_all(&inputs, &config)?;
+            if let Some(warning) = warning {
+                eprintln!("{warning}");
+            }
             std::io::stdout()
                 .write_all(yaml.as_bytes())
                 .context("writing the injected YAML")?;

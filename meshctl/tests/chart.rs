@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_yaml_ng::Value as Yaml;
-use support::{Validator, run, setup_tools, text, unavailable};
+use support::{Validator, run, setup_tools, text, workspace_binary};
 use trellis_injector::{MeshConfig, Outcome, Request, inject};
 
 struct Tools {
@@ -367,21 +367,6 @@ fn meshctl_refuses_half_of_a_ca_rather_than_generate_the_rest() {
         output.stdout.is_empty(),
         "nothing half-rendered reaches kubectl"
     );
-}
-
-/// A binary of the workspace, built next to this test (`cargo build --workspace
-/// --bins`, as tests/run.sh does first), or `None` after saying it is missing.
-fn workspace_binary(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().unwrap();
-    // target/debug/deps/chart-<hash> → target/debug/<name>
-    let path = exe.parent()?.parent()?.join(name);
-    if path.is_file() {
-        return Some(path);
-    }
-    unavailable(&format!(
-        "{} is not built: cargo build --workspace --bins",
-        path.display()
-    ))
 }
 
 #[test]

@@ -5,8 +5,42 @@
 
 mod support;
 
+use std::path::PathBuf;
+
 use serde_json::Value as Json;
 use support::{Validator, assert_superset, meshctl, text, workspace};
+
+/// A directory of this test's own, with the mesh's trust anchors in it (as an operator
+/// has `ca.crt`), removed on drop.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("meshctl-inject-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = rcgen::generate_simple_self_signed(vec!["mesh-root.test".into()]).unwrap();
+        std::fs::write(dir.join("ca.crt"), root.cert.pem()).unwrap();
+        Scratch { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        std::fs::write(self.dir.join(name), text).unwrap();
+        self.path(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
 
 const POD: &str = "apiVersion: v1
 kind: Pod
@@ -84,17 +118,16 @@ fn read_yaml_1_2(stream: &str) -> Vec<Json> {
 
 #[test]
 fn a_pod_on_stdin_comes_out_meshed_with_the_given_mesh_config() {
-    let dir = std::env::temp_dir().join(format!("meshctl-inject-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("mesh.yaml");
-    std::fs::write(
-        &config,
-        "proxyImage: {repository: example.com/proxy, tag: \"9.9\"}\n",
-    )
-    .unwrap();
-
-    let output = meshctl(&["inject", "--config", config.to_str().unwrap(), "-"], POD);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let scratch = Scratch::new("config");
+    let anchors = std::fs::read_to_string(scratch.path("ca.crt")).unwrap();
+    let config = scratch.write(
+        "mesh.yaml",
+        &format!(
+            "proxyImage: {{repository: example.com/proxy, tag: \"9.9\"}}\ntrustAnchorsPem: {}\n",
+            serde_json::to_string(&anchors).unwrap()
+        ),
+    );
+    let output = meshctl(&["inject", "--mesh-config", &config, "-"], POD);
     let stderr = text(&output.stderr);
     let stdout = succeeded(output);
     assert_eq!(stderr, "pod/web injected (native sidecar)\n");
@@ -110,11 +143,51 @@ fn a_pod_on_stdin_comes_out_meshed_with_the_given_mesh_config() {
         stdout.contains("- --skip-outbound-ports=5432\n"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("name: TRELLIS_TRUST_ANCHORS_PEM\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn without_the_mesh_config_or_anchors_it_says_which_flag_is_missing() {
+    let output = meshctl(&["inject", "-"], POD);
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("--mesh-config FILE") && stderr.contains("--trust-anchors FILE"),
+        "{stderr}"
+    );
+    // A mesh config without anchors works, but says what each pod's namespace needs.
+    let scratch = Scratch::new("no-anchors");
+    let config = scratch.write("mesh.yaml", "sidecar: native\n");
+    let output = meshctl(&["inject", "--mesh-config", &config, "-"], POD);
+    let stderr = text(&output.stderr);
+    succeeded(output);
+    assert!(
+        stderr.contains("mounts the ConfigMap trellis-trust-anchors (key ca.crt)"),
+        "{stderr}"
+    );
+    // And anchors that are not PEM are refused, naming the file.
+    let bad = scratch.write("bad.crt", "not a certificate\n");
+    let output = meshctl(&["inject", "--trust-anchors", &bad, "-"], POD);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains(&bad),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 #[test]
 fn strings_that_look_like_other_types_stay_strings_for_kubectl() {
-    let stdout = succeeded(meshctl(&["inject", "-"], LOOKALIKES));
+    let scratch = Scratch::new("lookalikes");
+    let anchors = scratch.path("ca.crt");
+    let stdout = succeeded(meshctl(
+        &["inject", "--trust-anchors", &anchors, "-"],
+        LOOKALIKES,
+    ));
     assert!(stdout.contains("    canary: \"yes\"\n"), "{stdout}");
     assert!(stdout.contains("    \"y\": \"n\"\n"), "{stdout}");
     assert!(
@@ -148,7 +221,12 @@ fn the_fuzzed_v1_33_pod_comes_out_a_valid_meshed_pod() {
     let mut pod: Json = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     // The fuzzer set hostNetwork, which would (rightly) skip the pod.
     pod["spec"]["hostNetwork"] = Json::Bool(false);
-    let stdout = succeeded(meshctl(&["inject", "-"], &pod.to_string()));
+    let scratch = Scratch::new("fuzzed");
+    let anchors = scratch.path("ca.crt");
+    let stdout = succeeded(meshctl(
+        &["inject", "--trust-anchors", &anchors, "-"],
+        &pod.to_string(),
+    ));
     let output = read_yaml_1_2(&stdout);
     assert_superset(&pod, &output[0]);
     assert_eq!(
@@ -168,7 +246,9 @@ fn the_fuzzed_v1_33_pod_comes_out_a_valid_meshed_pod() {
 #[test]
 fn a_bad_annotation_fails_with_nothing_on_stdout() {
     let pod = POD.replace("\"5432\"", "\"70000\"");
-    let output = meshctl(&["inject", "-"], &pod);
+    let scratch = Scratch::new("bad-annotation");
+    let anchors = scratch.path("ca.crt");
+    let output = meshctl(&["inject", "--trust-anchors", &anchors, "-"], &pod);
     assert!(!output.status.success());
     assert!(output.stdout.is_empty());
     let stderr = text(&output.stderr);
@@ -181,7 +261,17 @@ fn a_bad_annotation_fails_with_nothing_on_stdout() {
 
 #[test]
 fn a_missing_file_is_named() {
-    let output = meshctl(&["inject", "/nonexistent/shop.yaml"], "");
+    let scratch = Scratch::new("missing");
+    let anchors = scratch.path("ca.crt");
+    let output = meshctl(
+        &[
+            "inject",
+            "--trust-anchors",
+            &anchors,
+            "/nonexistent/shop.yaml",
+        ],
+        "",
+    );
     assert!(!output.status.success());
     let stderr = text(&output.stderr);
     assert!(

@@ -224,3 +224,34 @@ fn broken_yaml_names_the_source_and_the_document() {
         "{error}"
     );
 }
+
+#[test]
+fn the_mesh_config_is_read_from_the_configmap_or_as_itself() {
+    let dir = std::env::temp_dir().join(format!("meshctl-inject-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let configmap = dir.join("cm.yaml");
+    std::fs::write(
+        &configmap,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: trellis-mesh-config}\n\
+         data:\n  mesh-config.yaml: |\n    proxyUid: 2200\n",
+    )
+    .unwrap();
+    let bare = dir.join("mesh.yaml");
+    std::fs::write(&bare, "proxyUid: 2200\n").unwrap();
+    let other = dir.join("other.yaml");
+    std::fs::write(&other, "kind: ConfigMap\ndata: {settings: x}\n").unwrap();
+
+    for path in [&configmap, &bare] {
+        let (config, warning) = super::config::read(Some(path), None).unwrap();
+        assert_eq!(config.proxy_uid, 2200);
+        assert!(warning.unwrap().contains("trellis-trust-anchors"));
+    }
+    let error = super::config::read(Some(&other), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("the ConfigMap has no data key mesh-config.yaml"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -46,6 +46,21 @@ pub fn setup_tools<const N: usize>(relative: [&str; N]) -> Option<[PathBuf; N]> 
     ))
 }
 
+/// A binary of the workspace, built next to this test (`cargo build --workspace
+/// --bins`, as tests/run.sh does first), or `None` after saying it is missing.
+pub fn workspace_binary(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/<test>-<hash> → target/debug/<name>
+    let path = exe.parent()?.parent()?.join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    unavailable(&format!(
+        "{} is not built: cargo build --workspace --bins",
+        path.display()
+    ))
+}
+
 /// `kubernetes-validate` and the Python of its venv.
 pub struct Validator {
     validate: PathBuf,
