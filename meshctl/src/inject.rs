@@ -1,18 +1,28 @@
 //! `meshctl inject`: Kubernetes YAML in, the same YAML with the Trellis proxy added to
 //! every pod out, as `linkerd inject` does, using the injector library the admission
-//! webhook uses, so a pod injected here is the pod the webhook would have made.
+//! webhook uses, so that with the installed mesh's config ([`config`]) a pod injected
+//! here is the pod the webhook would have made.
 //!
 //! It owns finding the pods in a stream of documents (Pods, the pod templates of
 //! workloads, the items of `List`s), applying the library's JSON Patch to each, and
-//! writing the YAML back with the author's field order. Everything that holds no pod
-//! passes through unchanged. The operator asked for these objects explicitly, so the
-//! namespace label is not consulted; a pod that opts out, or lives in a system
-//! namespace, is still left alone. One bad annotation fails the whole run and prints
-//! nothing, since a half-injected stream piped into `kubectl apply` is worse than none.
+//! writing the YAML back with the author's field order ([`yaml`]). A document with no
+//! pod to inject passes through as the very text it was ([`stream`]). The operator
+//! asked for these objects explicitly, so the namespace label is not consulted; a pod
+//! that opts out, or lives in a system namespace, is still left alone. One bad
+//! annotation fails the whole run and prints nothing, since a half-injected stream
+//! piped into `kubectl apply` is worse than none.
+//!
+//! # Layout
+//! - `inject.rs`: the run over the inputs, and finding each object's pod.
+//! - `config.rs`: the mesh config, from the installed mesh's ConfigMap.
+//! - `stream.rs`: a stream cut into its documents' texts.
+//! - `yaml.rs`: YAML that YAML 1.1 and 1.2 readers read back alike.
 
 pub mod config;
+mod stream;
 mod yaml;
 
+use std::borrow::Cow;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
@@ -31,10 +41,11 @@ pub enum InjectError {
         source: std::io::Error,
     },
 
-    #[error("{source_name}: document {index} is not valid YAML: {source}")]
+    #[error("{source_name}: document {index} (from line {line}) is not valid YAML: {source}")]
     Yaml {
         source_name: String,
         index: usize,
+        line: usize,
         #[source]
         source: serde_yaml_ng::Error,
     },
@@ -68,6 +79,12 @@ pub enum InjectError {
         config::CONFIG_MAP
     )]
     NoMeshConfig,
+
+    #[error(
+        "no input: name the YAML files to inject, or - to read stdin (kubectl get deploy -o \
+         yaml | meshctl inject --mesh-config mesh-config.yaml - | kubectl apply -f -)"
+    )]
+    NoInput,
 }
 
 /// One input: its name for messages (a path, or `stdin`) and its text.
@@ -106,35 +123,55 @@ pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, InjectError> {
 }
 
 /// The injected stream (documents separated by `---`), and one line per object that
-/// holds a pod, saying what happened to it, for stderr.
+/// holds a pod, saying what happened to it, for stderr. A document that holds no pod
+/// to inject is written exactly as it was read; one that does is written anew (its
+/// comments are lost, its field order kept).
 pub fn inject_all(
     inputs: &[Input],
     config: &MeshConfig,
 ) -> Result<(String, Vec<String>), InjectError> {
-    let mut output = Vec::new();
+    let mut output = String::new();
     let mut report = Vec::new();
     for input in inputs {
-        let documents = serde_yaml_ng::Deserializer::from_str(&input.text);
-        for (index, document) in documents.enumerate() {
+        for (index, document) in stream::documents(&input.text).into_iter().enumerate() {
             let yaml_error = |source| InjectError::Yaml {
                 source_name: input.name.clone(),
                 index: index + 1,
+                line: document.line,
                 source,
             };
-            let mut document = Yaml::deserialize(document).map_err(yaml_error)?;
-            // An empty document (a leading `---`, a trailing one) holds nothing.
-            if document.is_null() {
-                continue;
+            let values = serde_yaml_ng::Deserializer::from_str(document.text)
+                .map(Yaml::deserialize)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(yaml_error)?;
+            // The cut gives one document per piece; should it not, each is written anew.
+            let verbatim = values.len() == 1;
+            for mut value in values {
+                // An empty document (a leading `---`, a trailing one) holds nothing.
+                if value.is_null() {
+                    continue;
+                }
+                let text = if inject_object(&mut value, config, &mut report)? || !verbatim {
+                    let text =
+                        yaml::to_string(&value).map_err(|reason| InjectError::Unwritable {
+                            object: describe(&value),
+                            reason,
+                        })?;
+                    Cow::Owned(text)
+                } else {
+                    Cow::Borrowed(document.text)
+                };
+                if !output.is_empty() && !stream::starts_explicitly(&text) {
+                    output.push_str("---\n");
+                }
+                output.push_str(&text);
+                if !output.ends_with('\n') {
+                    output.push('\n');
+                }
             }
-            inject_object(&mut document, config, &mut report)?;
-            let text = yaml::to_string(&document).map_err(|reason| InjectError::Unwritable {
-                object: describe(&document),
-                reason,
-            })?;
-            output.push(text);
         }
     }
-    Ok((output.join("---\n"), report))
+    Ok((output, report))
 }
 
 /// Where an object of `kind` keeps its pod, as a path of mapping keys; `None` for kinds
@@ -154,7 +191,7 @@ fn inject_object(
     object: &mut Yaml,
     config: &MeshConfig,
     report: &mut Vec<String>,
-) -> Result<(), InjectError> {
+) -> Result<bool, InjectError> {
     let kind = object
         .get("kind")
         .and_then(Yaml::as_str)
@@ -164,13 +201,14 @@ fn inject_object(
     if kind.ends_with("List")
         && let Some(items) = object.get_mut("items").and_then(Yaml::as_sequence_mut)
     {
+        let mut changed = false;
         for item in items {
-            inject_object(item, config, report)?;
+            changed |= inject_object(item, config, report)?;
         }
-        return Ok(());
+        return Ok(changed);
     }
     let Some(path) = pod_path(&kind) else {
-        return Ok(());
+        return Ok(false);
     };
     let name = describe(object);
     let namespace = object
@@ -184,7 +222,7 @@ fn inject_object(
             Some(next) => pod = next,
             None => {
                 report.push(format!("{name}: no pod template at {}", path.join(".")));
-                return Ok(());
+                return Ok(false);
             }
         }
     }
@@ -204,16 +242,17 @@ fn inject_object(
             })?;
             *pod = to_yaml(&patched, Some(&*pod));
             report.push(format!("{name} injected ({} sidecar)", sidecar.as_str()));
+            Ok(true)
         }
-        Ok(Outcome::Skipped(reason)) => report.push(format!("{name} skipped: {reason}")),
-        Err(rejection) => {
-            return Err(InjectError::Rejected {
-                object: name,
-                rejection,
-            });
+        Ok(Outcome::Skipped(reason)) => {
+            report.push(format!("{name} skipped: {reason}"));
+            Ok(false)
         }
+        Err(rejection) => Err(InjectError::Rejected {
+            object: name,
+            rejection,
+        }),
     }
-    Ok(())
 }
 
 /// `deployment/checkout` (`-n shop`), as kubectl names objects.

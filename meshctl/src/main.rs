@@ -196,8 +196,9 @@ struct DemoArgs {
 
 #[derive(Debug, clap::Args)]
 struct InjectArgs {
-    /// YAML files, each with one or more documents; `-` reads stdin.
-    #[arg(required = true, value_name = "FILE")]
+    /// YAML files, each with one or more documents; `-` reads stdin, as with
+    /// `linkerd inject -` and `kubectl apply -f -`.
+    #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
     /// The installed mesh's config, so that the pods are the ones its webhook makes:
     /// the ConfigMap that `kubectl get configmap trellis-mesh-config -n trellis-system
@@ -269,6 +270,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inject(args) => {
+            // Checked before anything is read, so that a forgotten `-` is said at once.
+            if args.files.is_empty() {
+                return Err(inject::InjectError::NoInput.into());
+            }
             let (config, warning) =
                 inject::config::read(args.mesh_config.as_deref(), args.trust_anchors.as_deref())?;
             let inputs = inject::read_inputs(&args.files)?;

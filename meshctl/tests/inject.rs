@@ -260,6 +260,31 @@ fn a_bad_annotation_fails_with_nothing_on_stdout() {
 }
 
 #[test]
+fn stdin_is_read_when_named_as_with_linkerd_inject() {
+    let scratch = Scratch::new("stdin");
+    let anchors = scratch.path("ca.crt");
+    // No file: an error naming `-` rather than a silent wait on the terminal.
+    let output = meshctl(&["inject", "--trust-anchors", &anchors], POD);
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("or - to read stdin"), "{stderr}");
+    // Files and stdin together, in the order given.
+    let file = scratch.write(
+        "first.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+    );
+    let stdout = succeeded(meshctl(
+        &["inject", "--trust-anchors", &anchors, &file, "-"],
+        POD,
+    ));
+    assert!(
+        stdout.starts_with("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: v1\nkind: Pod\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn a_missing_file_is_named() {
     let scratch = Scratch::new("missing");
     let anchors = scratch.path("ca.crt");
