@@ -31,10 +31,10 @@ pub enum ChartError {
         message: String,
     },
 
-    /// A `required` value is missing: the message is the chart's own, which says
-    /// which value and how to give it.
+    /// A `required` value is missing, or the chart's `fail` refused a value: the
+    /// message is the chart's own, which says which value and what to do instead.
     #[error("charts/trellis/{file}:{line}: {message}")]
-    Required {
+    Refused {
         file: String,
         line: usize,
         message: String,

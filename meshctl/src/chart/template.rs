@@ -6,8 +6,9 @@
 //!   field, printed as Go prints it;
 //! - `{{- if PIPELINE }} … {{- else }} … {{- end }}` (no `else if`);
 //! - pipelines of the functions `not`, `quote`, `toYaml`, `nindent N`,
-//!   `required "message"` and `b64enc`, with string and integer literals:
-//!   `{{ required "msg" .Values.x | b64enc }}`, `{{ toYaml .Values.r | nindent 12 }}`;
+//!   `required "message"`, `b64enc`, `hasKey MAP "key"` and `fail "message"`, with
+//!   string and integer literals: `{{ required "msg" .Values.x | b64enc }}`,
+//!   `{{ toYaml .Values.r | nindent 12 }}`, `{{ if hasKey .Values.m "k" }}`;
 //! - the trim markers `{{-` and `-}}`, and comments `{{/* … */}}`.
 //!
 //! Keeping the chart to this subset is what lets `meshctl install` print exactly what
@@ -72,6 +73,8 @@ enum Function {
     Nindent,
     Required,
     B64enc,
+    HasKey,
+    Fail,
 }
 
 impl Function {
@@ -83,6 +86,8 @@ impl Function {
             "nindent" => Function::Nindent,
             "required" => Function::Required,
             "b64enc" => Function::B64enc,
+            "hasKey" => Function::HasKey,
+            "fail" => Function::Fail,
             _ => return None,
         })
     }
@@ -327,7 +332,7 @@ impl Template {
                 arity(2)?;
                 let message = text(&args[0])?;
                 if args[1].is_unset() {
-                    return Err(ChartError::Required {
+                    return Err(ChartError::Refused {
                         file: self.file.clone(),
                         line,
                         message,
@@ -339,6 +344,21 @@ impl Template {
                 arity(1)?;
                 let encoded = base64::engine::general_purpose::STANDARD.encode(text(&args[0])?);
                 Ok(Value::String(encoded))
+            }
+            Function::HasKey => {
+                arity(2)?;
+                let Value::Map(map) = &args[0] else {
+                    return Err(self.error(line, "hasKey takes a map first".into()));
+                };
+                Ok(Value::Bool(map.contains_key(&text(&args[1])?)))
+            }
+            Function::Fail => {
+                arity(1)?;
+                Err(ChartError::Refused {
+                    file: self.file.clone(),
+                    line,
+                    message: text(&args[0])?,
+                })
             }
         }
     }

@@ -10,6 +10,8 @@ use trellis_injector::MeshConfig;
 
 use super::*;
 
+mod values_docs;
+
 fn render_text(text: &str, values: &str) -> Result<String, ChartError> {
     let values = Value::from_yaml(values, "test values").unwrap();
     let root = root(values, NAMESPACE).unwrap();
@@ -82,6 +84,22 @@ fn functions_behave_as_sprig_and_helm_define_them() {
         rendered(r#"{{ required "need s" .Values.s }}"#, "s: v"),
         "v"
     );
+    // hasKey sees a key set to nothing, which `if .Values.m.k` would take as unset.
+    let has = r#"{{ if hasKey .Values.m "k" }}yes{{ else }}no{{ end }}"#;
+    assert_eq!(rendered(has, "m: {k: ''}"), "yes");
+    assert_eq!(rendered(has, "m: {j: 1}"), "no");
+    assert!(render_text(r#"{{ hasKey .Values.s "k" }}"#, "s: x").is_err());
+}
+
+#[test]
+fn fail_refuses_with_the_charts_message_and_line() {
+    let text = "a: 1\n{{- if .Values.b }}\n{{- fail \"b: set c instead\" }}\n{{- end }}";
+    assert_eq!(rendered(text, "{}"), "a: 1");
+    let error = render_text(text, "b: 2").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "charts/trellis/templates/test.yaml:3: b: set c instead"
+    );
 }
 
 #[test]
@@ -92,7 +110,7 @@ fn a_missing_required_value_fails_with_the_charts_message_and_line() {
     )
     .unwrap_err();
     assert!(
-        matches!(error, ChartError::Required { line: 2, .. }),
+        matches!(error, ChartError::Refused { line: 2, .. }),
         "{error:?}"
     );
     assert_eq!(

@@ -122,7 +122,7 @@ pub(super) fn parse_pipeline(text: &str, line: usize) -> Result<Pipeline, String
             Token::Word(name) => Command::Call {
                 function: Function::named(name).ok_or_else(|| {
                     format!(
-                        "the function `{name}` is not in the subset (not, quote, toYaml, nindent, required, b64enc)"
+                        "the function `{name}` is not in the subset (not, quote, toYaml, nindent, required, b64enc, hasKey, fail)"
                     )
                 })?,
                 args: operands(rest)?,
