@@ -9,7 +9,8 @@ mod support;
 use std::collections::BTreeMap;
 
 use support::chart::{
-    Pems, assert_same_objects, helm_template, meshctl_install, objects, succeeded, tools, validate,
+    Pems, assert_same_objects, assert_valid, helm_template, meshctl_install, objects, succeeded,
+    tools,
 };
 use support::text;
 use trellis_injector::{MeshConfig, Outcome, Request, inject};
@@ -146,7 +147,7 @@ fn every_documented_mesh_config_value_renders_a_config_the_injector_loads() {
         let helm = succeeded(case, helm_template(&tools, &flags));
         let meshctl = succeeded(case, meshctl_install(&flags));
         assert_same_objects(&helm, &meshctl, case);
-        validate(&tools, "documented", &helm).unwrap_or_else(|said| panic!("{case}: {said}"));
+        assert_valid(&tools, case, &helm);
         let (yaml, loaded) = mesh_config(&helm);
         let config = loaded.unwrap_or_else(|error| panic!("{case}: {error}\n{yaml:?}"));
         match file {

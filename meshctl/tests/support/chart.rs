@@ -171,3 +171,14 @@ pub fn assert_same_objects(helm: &str, meshctl: &str, case: &str) {
 pub fn validate(tools: &Tools, name: &str, stream: &str) -> Result<String, String> {
     tools.validator.validate(name, stream)
 }
+
+/// Every object of `stream` passes `kubernetes-validate --strict` for 1.33: one line
+/// per object (the CRDs, the namespace and everything else).
+pub fn assert_valid(tools: &Tools, name: &str, stream: &str) {
+    let said = validate(tools, name, stream).unwrap_or_else(|said| panic!("{name}: {said}"));
+    assert_eq!(
+        said.matches(" passed for resource ").count(),
+        objects(stream).len(),
+        "{name}: {said}"
+    );
+}
