@@ -83,8 +83,11 @@ impl fmt::Display for SkipReason {
 }
 
 /// The reason to skip `pod`, if any. Checks run in an order that makes the reason the
-/// most useful one: "already injected" first (so re-injection is silent), then the
-/// pod's own choice, then what the cluster rules out.
+/// most useful one: "already injected" first (so re-injection is silent); then what
+/// rules the pod out whatever it asks for (a system namespace, the host's network, a
+/// namespace that opted out), so that a typo in its `trellis.io/inject` cannot get a
+/// pod refused that would never be meshed anyway; then the pod's own choice, whose
+/// value is checked here; then whether it needed to opt in at all.
 pub fn reason(
     pod: &Value,
     annotations: &BTreeMap<&str, &str>,
@@ -92,10 +95,6 @@ pub fn reason(
 ) -> Result<Option<SkipReason>, Rejection> {
     if is_injected(pod, annotations) {
         return Ok(Some(SkipReason::AlreadyInjected));
-    }
-    let choice = annotations::inject_choice(pod, annotations)?;
-    if choice == Some(InjectChoice::Disabled) {
-        return Ok(Some(SkipReason::OptedOut));
     }
     let namespace = match request {
         Request::Admission { namespace, .. } => Some(*namespace),
@@ -109,16 +108,24 @@ pub fn reason(
     if pod.pointer("/spec/hostNetwork") == Some(&Value::Bool(true)) {
         return Ok(Some(SkipReason::HostNetwork));
     }
-    if let Request::Admission {
-        namespace_labels, ..
-    } = request
+    // The namespace's label, where the webhook knows it: `None` for meshctl inject.
+    let namespace_label = match request {
+        Request::Admission {
+            namespace_labels, ..
+        } => Some(namespace_labels.get(NAMESPACE_LABEL).map(String::as_str)),
+        Request::Explicit { .. } => None,
+    };
+    if let Some(Some(value)) = namespace_label
+        && value != "enabled"
     {
-        match namespace_labels.get(NAMESPACE_LABEL).map(String::as_str) {
-            Some("enabled") => {}
-            Some(other) => return Ok(Some(SkipReason::NamespaceDisabled(other.to_owned()))),
-            None if choice == Some(InjectChoice::Enabled) => {}
-            None => return Ok(Some(SkipReason::NamespaceNotEnabled)),
-        }
+        return Ok(Some(SkipReason::NamespaceDisabled(value.to_owned())));
+    }
+    let choice = annotations::inject_choice(pod, annotations)?;
+    if choice == Some(InjectChoice::Disabled) {
+        return Ok(Some(SkipReason::OptedOut));
+    }
+    if namespace_label == Some(None) && choice != Some(InjectChoice::Enabled) {
+        return Ok(Some(SkipReason::NamespaceNotEnabled));
     }
     Ok(None)
 }

@@ -277,6 +277,42 @@ fn bad_overrides_on_a_pod_that_is_not_injected_are_none_of_our_business() {
 }
 
 #[test]
+fn a_typo_in_the_inject_choice_never_refuses_a_pod_that_would_be_skipped_anyway() {
+    let typo = annotated(&[("trellis.io/inject", "disable")]);
+    let mut labelled_typo = shop_pod();
+    labelled_typo["metadata"]["labels"]["trellis.io/inject"] = json!("enable");
+    for pod in [typo, labelled_typo] {
+        for ns in ["kube-system", "trellis-system"] {
+            assert_eq!(
+                skipped(admission(&pod, ns, ENABLED)),
+                SkipReason::SystemNamespace(ns.into())
+            );
+        }
+        let mut host = pod.clone();
+        host["spec"]["hostNetwork"] = json!(true);
+        assert_eq!(
+            skipped(admission(&host, "shop", ENABLED)),
+            SkipReason::HostNetwork
+        );
+        assert_eq!(
+            skipped(admission(
+                &pod,
+                "legacy",
+                &[("trellis.io/inject", "disabled")]
+            )),
+            SkipReason::NamespaceDisabled("disabled".into())
+        );
+        // Where the pod would be meshed, or where its choice decides, the typo is
+        // refused rather than guessed.
+        assert!(matches!(
+            admission(&pod, "shop", ENABLED),
+            Err(Rejection::InvalidAnnotation { .. } | Rejection::InvalidLabel { .. })
+        ));
+        assert!(admission(&pod, "lab", &[]).is_err());
+    }
+}
+
+#[test]
 fn what_is_not_a_pod_is_refused_rather_than_patched() {
     for (pod, what) in [
         (json!({"metadata": {}}), "no spec object"),

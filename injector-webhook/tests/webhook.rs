@@ -106,6 +106,7 @@ async fn pods_that_are_not_meshed_are_allowed_untouched_with_the_reason_audited(
         ("/inject", "shop", host_network, "host-network"),
         ("/inject", "shop", already, "already-injected"),
         ("/inject", "kube-system", shop_pod(), "system-namespace"),
+        ("/inject", "trellis-system", shop_pod(), "system-namespace"),
         (
             "/inject-opt-in",
             "plain",
