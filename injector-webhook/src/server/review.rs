@@ -6,10 +6,12 @@
 //! that, because a typed round trip would drop the fields the types do not know and
 //! the patch must be made against exactly what the API server holds.
 //!
-//! [`answer`] writes the AdmissionReview the API server expects back. It is built
-//! here rather than with kube's `AdmissionResponse`, which (kube-core 4) serializes
-//! `patch` as an array of numbers, where the API server requires a base64 string
-//! with `patchType: JSONPatch`; the unit tests below pin both facts.
+//! [`answer`] writes the AdmissionReview the API server expects back, with the patch
+//! base64-encoded (standard alphabet, padded) and `patchType: JSONPatch`: the API
+//! server's `patch` is a Go `[]byte`, which JSON carries as base64. It is built here
+//! rather than with kube's `AdmissionResponse`: kube-core 4.0.0 (what Cargo.lock
+//! has) holds `patch` as a `Vec<u8>` without a base64 serializer, so it writes an
+//! array of numbers, which the API server refuses. The unit tests below pin both.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
