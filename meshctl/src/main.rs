@@ -10,9 +10,10 @@
 //! - `main.rs`: the command line (clap lives only here) and dispatch.
 //! - `local/`: the `meshctl local` commands, one local mesh as a [`local::Local`].
 //! - `demo/`: `meshctl demo` and its app (`meshctl demo-app`, hidden).
-//! - `inject.rs`: `meshctl inject`, over the `trellis-injector` library.
+//! - `inject.rs`, `inject/`: `meshctl inject`, over the `trellis-injector` library.
 //! - `chart.rs`, `chart/`: `meshctl install`, `charts/trellis` rendered without Helm
 //!   (its flags are Helm's, so they are declared there).
+//! - `quote.rs`: double-quoted strings that Go (Helm's `quote`) and YAML read alike.
 //! - `state.rs`: the state directory's layout and records.
 //! - `issuer.rs`: the local ServiceAccount token issuer (signing key, JWKS, tokens).
 //! - `process.rs`: detached processes, pid files, stopping process groups.
@@ -32,6 +33,7 @@ mod local;
 mod metrics;
 mod probe;
 mod process;
+mod quote;
 mod signals;
 mod state;
 mod table;

@@ -22,6 +22,7 @@ use base64::Engine as _;
 use self::syntax::{Piece, lex, parse_pipeline};
 use super::error::ChartError;
 use super::values::Value;
+use crate::quote::double_quoted;
 
 /// A parsed template file.
 #[derive(Debug)]
@@ -308,7 +309,7 @@ impl Template {
                 let quoted = args
                     .iter()
                     .filter(|value| !matches!(value, Value::Null))
-                    .map(|value| text(value).map(|text| go_quote(&text)))
+                    .map(|value| text(value).map(|text| double_quoted(&text)))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Value::String(quoted.join(" ")))
             }
@@ -379,31 +380,4 @@ fn strval(value: &Value) -> Result<String, String> {
         Value::Null => Ok("<nil>".into()),
         other => other.print(),
     }
-}
-
-/// Go's `strconv.Quote`, which Sprig's `quote` uses: a double-quoted string that YAML
-/// reads back as the same text.
-fn go_quote(text: &str) -> String {
-    let mut quoted = String::with_capacity(text.len() + 2);
-    quoted.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => quoted.push_str("\\\""),
-            '\\' => quoted.push_str("\\\\"),
-            '\n' => quoted.push_str("\\n"),
-            '\r' => quoted.push_str("\\r"),
-            '\t' => quoted.push_str("\\t"),
-            '\x07' => quoted.push_str("\\a"),
-            '\x08' => quoted.push_str("\\b"),
-            '\x0b' => quoted.push_str("\\v"),
-            '\x0c' => quoted.push_str("\\f"),
-            c if (c as u32) < 0x20 || c == '\x7f' => {
-                quoted.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c if c.is_control() => quoted.push_str(&format!("\\u{:04x}", c as u32)),
-            c => quoted.push(c),
-        }
-    }
-    quoted.push('"');
-    quoted
 }

@@ -11,9 +11,9 @@
 //! scalar is written exactly as serde_yaml_ng (libyaml's emitter) writes it alone,
 //! which already quotes what YAML syntax requires (`: `, `#`, leading spaces, …).
 
-use std::fmt::Write as _;
-
 use serde_yaml_ng::{Mapping, Value as Yaml};
+
+use crate::quote::double_quoted;
 
 /// What this writer refuses: YAML that is not a Kubernetes object's JSON.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -195,29 +195,6 @@ fn libyaml(scalar: &Yaml) -> String {
         Yaml::String(text) => double_quoted(text),
         _ => "null".into(),
     })
-}
-
-/// A double-quoted scalar, escaping what YAML 1.1 and 1.2 do not allow there raw or
-/// would read as a line break (NEL, U+2028, U+2029).
-fn double_quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            ' '..='~' | '\u{a0}'..='\u{2027}' | '\u{202a}'..='\u{d7ff}' => out.push(c),
-            '\u{e000}'..='\u{fefe}' | '\u{ff00}'..='\u{fffd}' | '\u{10000}'.. => out.push(c),
-            c => {
-                let _ = write!(out, "\\u{:04X}", u32::from(c));
-            }
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn pad(out: &mut String, indent: usize) {
