@@ -3,11 +3,12 @@
 //! The API server posts an AdmissionReview for every pod created in a meshed namespace
 //! to `POST /inject`, and for every pod that opts in from an unlabelled namespace to
 //! `POST /inject-opt-in` ([`Route`]), over TLS it verifies against the webhook
-//! configuration's `caBundle`, speaking HTTP/2 or HTTP/1.1 (chosen by ALPN). The answer carries the
-//! same `uid` and either the patch (base64 JSON Patch), nothing (a skip, with its
-//! reason as an audit annotation), or a refusal naming the bad annotation. Beside it
-//! are `GET /live`, `/ready`, `/metrics` and `/config` (the effective mesh config), on
-//! the same port, so the kubelet's probes prove the TLS path the API server uses.
+//! configuration's `caBundle`, speaking HTTP/2 or HTTP/1.1 (chosen by ALPN). The
+//! answer carries the same `uid` and either the patch (base64 JSON Patch), nothing (a
+//! skip, with its reason as an audit annotation), or a refusal naming the bad
+//! annotation or label. Beside it are `GET /live`, `/ready`, `/metrics` and `/config`
+//! (the effective mesh config), on the same port, so the kubelet's probes prove the
+//! TLS path the API server uses.
 //!
 //! [`serve`] takes an already bound listener, so tests bind `127.0.0.1:0`; everything
 //! it serves from is a [`Webhook`].

@@ -72,8 +72,9 @@ enum Command {
     Demo(DemoArgs),
     /// Add the Trellis proxy to every pod in Kubernetes YAML and print the result:
     /// Pods, and the pod templates of Deployments, StatefulSets, DaemonSets,
-    /// ReplicaSets, Jobs and CronJobs, also inside `List`s. Other objects pass through
-    /// unchanged; pods annotated `trellis.io/inject: disabled` are left alone.
+    /// ReplicaSets, Jobs and CronJobs, also inside `List`s, as the installed mesh's
+    /// webhook would (--mesh-config). Other objects pass through byte for byte; pods
+    /// labelled or annotated `trellis.io/inject: disabled` are left alone.
     Inject(InjectArgs),
     /// Print the manifests that install Trellis in a cluster, for `kubectl apply -f -`:
     /// `charts/trellis` rendered as `helm template` renders it, plus the namespace, and

@@ -139,7 +139,8 @@ pub enum Decision {
     Inject(Patch),
     /// Allowed untouched; `label` is the reason's fixed name.
     Skip { label: &'static str },
-    /// Refused (HTTP status 400 in the review): the message names the annotation.
+    /// Refused (HTTP status 400 in the review): the message names the annotation or
+    /// label and its value.
     Reject(String),
 }
 
