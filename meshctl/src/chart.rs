@@ -155,9 +155,9 @@ pub fn values(args: &InstallArgs) -> Result<Value, ChartError> {
     values.set(&["namespace".into(), "create".into()], Value::Bool(true));
     let mut user = Value::Map(BTreeMap::new());
     for path in &args.values {
-        let text = std::fs::read_to_string(path).map_err(|source| ChartError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ChartError::Read {
             path: path.clone(),
-            source,
+            error,
         })?;
         user.overlay(Value::from_yaml(&text, &path.display().to_string())?);
     }
@@ -173,9 +173,9 @@ pub fn values(args: &InstallArgs) -> Result<Value, ChartError> {
                 argument: argument.clone(),
                 reason: "--set-file takes KEY=PATH".into(),
             })?;
-        let text = std::fs::read_to_string(path).map_err(|source| ChartError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ChartError::Read {
             path: path.into(),
-            source,
+            error,
         })?;
         user.set(&values::parse_key(key, argument)?, Value::String(text));
     }

@@ -34,20 +34,20 @@ use trellis_injector::{MeshConfig, Outcome, Rejection, Request, inject};
 /// What can stop `meshctl inject`; each names the document it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
-    #[error("reading {}: {source}", path.display())]
+    // The causes are in the messages, not chained as sources: main prints the chain,
+    // which would say them twice.
+    #[error("reading {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
-    #[error("{source_name}: document {index} (from line {line}) is not valid YAML: {source}")]
+    #[error("{source_name}: document {index} (from line {line}) is not valid YAML: {error}")]
     Yaml {
         source_name: String,
         index: usize,
         line: usize,
-        #[source]
-        source: serde_yaml_ng::Error,
+        error: serde_yaml_ng::Error,
     },
 
     #[error("{object}: {reason}")]
@@ -98,9 +98,9 @@ pub fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, InjectError> {
     paths
         .iter()
         .map(|path| {
-            let read_error = |source| InjectError::Read {
+            let read_error = |error| InjectError::Read {
                 path: path.clone(),
-                source,
+                error,
             };
             if path == Path::new("-") {
                 let mut text = String::new();
@@ -134,11 +134,11 @@ pub fn inject_all(
     let mut report = Vec::new();
     for input in inputs {
         for (index, document) in stream::documents(&input.text).into_iter().enumerate() {
-            let yaml_error = |source| InjectError::Yaml {
+            let yaml_error = |error| InjectError::Yaml {
                 source_name: input.name.clone(),
                 index: index + 1,
                 line: document.line,
-                source,
+                error,
             };
             let values = serde_yaml_ng::Deserializer::from_str(document.text)
                 .map(Yaml::deserialize)

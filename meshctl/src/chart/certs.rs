@@ -40,9 +40,9 @@ const LEAF_DAYS: i64 = 365;
 /// length 0), shaped as the controller's `--dev-ca` makes them, so the controller
 /// takes them through the same checks.
 pub fn mesh_ca() -> Result<MeshCa, ChartError> {
-    let generate = |source| ChartError::Generate {
+    let generate = |error| ChartError::Generate {
         what: "the mesh CA",
-        source,
+        error,
     };
     let root = self_signed_ca("Trellis mesh root CA (meshctl install)").map_err(generate)?;
     let mut issuer = ca_params("Trellis mesh issuer (meshctl install)", LEAF_DAYS);
@@ -61,9 +61,9 @@ pub fn mesh_ca() -> Result<MeshCa, ChartError> {
 /// A webhook CA and a serving certificate under it for the injector's Service in
 /// `namespace`, by every name the API server may use for it.
 pub fn webhook_tls(namespace: &str) -> Result<WebhookTls, ChartError> {
-    let generate = |source| ChartError::Generate {
+    let generate = |error| ChartError::Generate {
         what: "the injector's webhook certificate",
-        source,
+        error,
     };
     let ca = self_signed_ca("Trellis injector webhook CA (meshctl install)").map_err(generate)?;
     let service = format!("trellis-injector.{namespace}.svc");

@@ -2,20 +2,21 @@
 
 use std::path::PathBuf;
 
+// The causes are in the messages, not chained as sources: main prints the chain, which
+// would say them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ChartError {
     #[error("{origin} is not a valid values file: {reason}")]
     InvalidValues { origin: String, reason: String },
 
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     #[error("cannot write the manifests: {0}")]
-    Write(#[source] std::io::Error),
+    Write(std::io::Error),
 
     #[error("invalid --set {argument:?}: {reason}")]
     InvalidSet { argument: String, reason: String },
@@ -49,10 +50,9 @@ pub enum ChartError {
         group: &'static str,
     },
 
-    #[error("cannot generate {what}: {source}")]
+    #[error("cannot generate {what}: {error}")]
     Generate {
         what: &'static str,
-        #[source]
-        source: rcgen::Error,
+        error: rcgen::Error,
     },
 }

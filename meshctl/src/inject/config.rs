@@ -79,8 +79,8 @@ fn from_file(path: &Path) -> Result<MeshConfig, InjectError> {
 }
 
 fn read_text(path: &Path) -> Result<String, InjectError> {
-    std::fs::read_to_string(path).map_err(|source| InjectError::Read {
+    std::fs::read_to_string(path).map_err(|error| InjectError::Read {
         path: PathBuf::from(path),
-        source,
+        error,
     })
 }
