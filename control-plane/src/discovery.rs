@@ -25,12 +25,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::codegen::tokio_stream::StreamExt;
 use tonic::{Request, Status, Streaming};
 use tracing::Instrument;
-use trellis_proto::discovery::v1::DiscoveryRequest;
+use trellis_identity::SpiffeId;
+use trellis_proto::discovery::v1::{DiscoveryRequest, Node};
 
 pub use self::grpc::{DiscoveryServer, Push};
 pub use self::subscriptions::{Received, Subscriptions};
 use crate::model::{Kind, Snapshot};
 use crate::proxies::{Connection, Proxies};
+use crate::server::Peer;
 
 /// Requests are subscriptions and acknowledgements: a list of names at most.
 const MAX_REQUEST_LEN: usize = 1024 * 1024;
@@ -70,12 +72,15 @@ impl DiscoveryService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> mpsc::Receiver<Result<Push, Status>> {
-        let remote = request.remote_addr();
-        let connection = self.proxies.connect(remote);
+        let peer = Peer::of(&request);
+        let remote = peer.and_then(|peer| peer.addr);
+        let verified = peer.and_then(|peer| peer.identity.clone());
+        let connection = self.proxies.connect(remote, verified.as_ref());
         let span = tracing::info_span!(
             "discovery",
             stream = connection.id(),
             remote = remote.map(tracing::field::display),
+            verified = verified.as_ref().map(tracing::field::display),
         );
         let (responses, rx) = mpsc::channel(RESPONSE_BACKLOG);
         let stream = ProxyStream {
@@ -84,6 +89,7 @@ impl DiscoveryService {
             snapshots: self.snapshots.clone(),
             subscriptions: Subscriptions::new(connection.id()),
             connection,
+            verified,
         };
         tokio::spawn(stream.run(self.shutdown.clone()).instrument(span));
         rx
@@ -105,6 +111,8 @@ struct ProxyStream {
     subscriptions: Subscriptions,
     /// Its entry in the registry, removed when the stream ends.
     connection: Connection,
+    /// The identity of the client certificate its connection presented, if any.
+    verified: Option<SpiffeId>,
 }
 
 impl ProxyStream {
@@ -116,14 +124,7 @@ impl ProxyStream {
                     Some(Ok(request)) => {
                         if !identified && let Some(node) = &request.node {
                             identified = true;
-                            self.connection.identify(node);
-                            tracing::info!(
-                                pod = %node.pod,
-                                namespace = %node.namespace,
-                                identity = %node.identity,
-                                proxy_version = %node.proxy_version,
-                                "a proxy connected"
-                            );
+                            self.identify(node);
                         }
                         self.receive(&request);
                     }
@@ -176,6 +177,8 @@ impl ProxyStream {
                 %version,
                 %nonce,
                 resources = response.count,
+                snapshot = response.snapshot,
+                more = response.more_in_snapshot,
                 "push"
             );
             tokio::select! {
@@ -194,6 +197,30 @@ impl ProxyStream {
     fn shut_down(&self) {
         let status = Status::unavailable("the controller is shutting down; reconnect");
         let _ = self.responses.try_send(Err(status));
+    }
+
+    /// Records who the proxy says it is, beside what its certificate proved.
+    fn identify(&self, node: &Node) {
+        self.connection.identify(node);
+        tracing::info!(
+            pod = %node.pod,
+            namespace = %node.namespace,
+            identity = %node.identity,
+            proxy_version = %node.proxy_version,
+            "a proxy connected"
+        );
+        match &self.verified {
+            Some(verified) if !node.identity.is_empty() && node.identity != verified.as_str() => {
+                tracing::warn!(
+                    reported = %node.identity,
+                    %verified,
+                    "the proxy reports another identity than its client certificate proves; \
+                     /proxies shows both"
+                );
+            }
+            Some(_) => {}
+            None => tracing::debug!("the proxy presented no client certificate"),
+        }
     }
 
     /// Applies one request to the subscriptions and records what it meant.

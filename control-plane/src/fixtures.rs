@@ -16,8 +16,13 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::{CertificateParams, KeyPair, SanType};
 use ring::signature::{RsaKeyPair, RsaPublicKeyComponents};
+use rustls::SignatureScheme;
+use rustls::client::ResolvesClientCert;
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{PrivatePkcs1KeyDer, ServerName};
+use rustls_pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, ServerName,
+};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -172,7 +177,42 @@ pub async fn connect(
     anchors: &TrustAnchors,
     expected: SpiffeId,
 ) -> Result<Channel, tonic::transport::Error> {
-    let config = Arc::new(client_config(anchors, None, &[b"h2"]).unwrap());
+    connect_presenting(addr, anchors, expected, None).await
+}
+
+/// A client certificate chain and its key, as a proxy presents its workload
+/// certificate.
+#[derive(Debug)]
+pub struct Presenting(pub Arc<CertifiedKey>);
+
+impl Presenting {
+    /// `chain` (leaf first) over `key`, a P-256 key.
+    pub fn new(chain: Vec<CertificateDer<'static>>, key: &KeyPair) -> Arc<Self> {
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing = rustls::crypto::ring::sign::any_ecdsa_type(&der).unwrap();
+        Arc::new(Presenting(Arc::new(CertifiedKey::new(chain, signing))))
+    }
+}
+
+impl ResolvesClientCert for Presenting {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// [`connect`], presenting `client` as the TLS client certificate if given.
+pub async fn connect_presenting(
+    addr: SocketAddr,
+    anchors: &TrustAnchors,
+    expected: SpiffeId,
+    client: Option<Arc<Presenting>>,
+) -> Result<Channel, tonic::transport::Error> {
+    let client = client.map(|c| c as Arc<dyn ResolvesClientCert>);
+    let config = Arc::new(client_config(anchors, client, &[b"h2"]).unwrap());
     let connector = tower::service_fn(move |_: Uri| {
         let config = config.clone();
         let expected = expected.clone();

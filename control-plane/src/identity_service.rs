@@ -16,6 +16,7 @@ use trellis_proto::identity::v1::identity_server::{Identity, IdentityServer};
 use trellis_proto::identity::v1::{CertifyRequest, CertifyResponse};
 
 use crate::ca::{Ca, IssuedCert};
+use crate::server::Peer;
 use crate::token::{ServiceAccount, TokenAuthenticator};
 use crate::{Refusal, csr};
 
@@ -76,7 +77,7 @@ impl Identity for IdentityService {
         &self,
         request: Request<CertifyRequest>,
     ) -> Result<Response<CertifyResponse>, Status> {
-        let peer = request.remote_addr();
+        let peer = Peer::of(&request).and_then(|peer| peer.addr);
         let request = request.into_inner();
         let (id, account) = self
             .authenticate(&request.token)

@@ -60,6 +60,8 @@ struct State {
     sources: Vec<SourceState>,
     /// Kinds changed since the last snapshot, by [`Kind::index`].
     dirty: [bool; 4],
+    /// Snapshots published so far: the last one's id.
+    published: u64,
 }
 
 /// What one source has told the model.
@@ -214,10 +216,12 @@ impl Model {
                 }
             }
         });
-        drop(state);
         if !changed {
             return;
         }
+        state.published += 1;
+        let id = state.published;
+        drop(state);
         for kind in Kind::ALL {
             let count = types[kind.index()].resources.len();
             self.metrics
@@ -225,8 +229,9 @@ impl Model {
                 .get_or_create(&TypeLabels::of(kind))
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
-        let snapshot = Snapshot::new(types);
+        let snapshot = Snapshot::new(id, types);
         tracing::info!(
+            snapshot = id,
             services = %snapshot.get(Kind::Service).version,
             endpoints = %snapshot.get(Kind::Endpoints).version,
             routes = %snapshot.get(Kind::Route).version,

@@ -2,19 +2,23 @@
 //!
 //! Each discovery stream holds a [`Connection`] for as long as it is open; the
 //! registry is what `/proxies` on the admin port shows (and `meshctl proxy-status`
-//! reads), and it keeps the connected-proxies gauge and the push, ACK and NACK
-//! counters in step with what it records.
+//! reads), and it keeps the metrics in step with what it records: the connected and
+//! authenticated proxies, the push, ACK and NACK counters, how long ACKs take, and
+//! how many proxies are in each [`SyncState`] per type. Those are the per-proxy
+//! records summed up, so that their labels stay bounded however many proxies there
+//! are; `/proxies` has each one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
+use trellis_identity::SpiffeId;
 use trellis_proto::discovery::v1::Node;
 
-use crate::metrics::{Metrics, TypeLabels};
+use crate::metrics::{Metrics, StateLabels, TypeLabels};
 use crate::model::Kind;
 
 /// Every open discovery stream.
@@ -32,7 +36,11 @@ pub struct ProxyStatus {
     /// From the `node` of the stream's first request; empty until it arrives.
     pub pod: String,
     pub namespace: String,
+    /// What the proxy says it is (`node.identity`), not proven.
     pub identity: String,
+    /// The SPIFFE ID of the TLS client certificate the stream's connection presented,
+    /// verified against the trust anchors; `None` when it presented none.
+    pub verified_identity: Option<String>,
     pub proxy_version: String,
     pub remote_addr: Option<String>,
     /// RFC 3339.
@@ -55,6 +63,33 @@ pub struct TypeStatus {
     pub nack: Option<Nack>,
     /// Whether the proxy has accepted the last version it was sent.
     pub in_sync: bool,
+    /// `in_sync`, `nacked` (its last answer was a NACK) or `pending`.
+    pub state: SyncState,
+}
+
+/// Where one proxy stands with one type, as `/proxies` and the
+/// `discovery_proxies` gauge count it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    /// It has accepted (and runs) the last version it was sent.
+    InSync,
+    /// Its last answer was a NACK: it runs an older version, and stays so until the
+    /// next change it accepts.
+    Nacked,
+    /// Subscribed, and sent a version it has not answered yet (or nothing yet).
+    #[default]
+    Pending,
+}
+
+impl SyncState {
+    pub fn label(self) -> &'static str {
+        match self {
+            SyncState::InSync => "in_sync",
+            SyncState::Nacked => "nacked",
+            SyncState::Pending => "pending",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +97,9 @@ pub struct Sent {
     pub version: String,
     pub nonce: String,
     pub at: String,
+    /// When, for the ACK latency.
+    #[serde(skip)]
+    pub instant: Instant,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,8 +126,14 @@ impl Proxies {
         })
     }
 
-    /// Records a new stream; it is forgotten when the returned [`Connection`] drops.
-    pub fn connect(self: &Arc<Self>, remote_addr: Option<SocketAddr>) -> Connection {
+    /// Records a new stream from `remote_addr`, whose connection presented a client
+    /// certificate for `verified` (if any); it is forgotten when the returned
+    /// [`Connection`] drops.
+    pub fn connect(
+        self: &Arc<Self>,
+        remote_addr: Option<SocketAddr>,
+        verified: Option<&SpiffeId>,
+    ) -> Connection {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(
             id,
@@ -98,6 +142,7 @@ impl Proxies {
                 pod: String::new(),
                 namespace: String::new(),
                 identity: String::new(),
+                verified_identity: verified.map(ToString::to_string),
                 proxy_version: String::new(),
                 remote_addr: remote_addr.map(|addr| addr.to_string()),
                 connected_since: now(),
@@ -105,9 +150,29 @@ impl Proxies {
             },
         );
         self.metrics.connected_proxies.inc();
+        if verified.is_some() {
+            self.metrics.authenticated_proxies.inc();
+        }
         Connection {
             proxies: self.clone(),
             id,
+        }
+    }
+
+    /// Moves one proxy's type from `old` to `new` in the state gauge.
+    fn count_state(&self, kind: Kind, old: Option<SyncState>, new: Option<SyncState>) {
+        if old == new {
+            return;
+        }
+        let labels = |state: SyncState| StateLabels {
+            r#type: kind.label(),
+            state: state.label(),
+        };
+        if let Some(old) = old {
+            self.metrics.proxies.get_or_create(&labels(old)).dec();
+        }
+        if let Some(new) = new {
+            self.metrics.proxies.get_or_create(&labels(new)).inc();
         }
     }
 
@@ -160,21 +225,28 @@ impl Connection {
                 version: version.to_string(),
                 nonce: nonce.to_string(),
                 at: now(),
+                instant: Instant::now(),
             });
         });
     }
 
+    /// The ACK of the last response of `kind` sent on this stream (the
+    /// subscriptions ignore any other as stale).
     pub fn acked(&self, kind: Kind, version: &str) {
-        self.proxies
-            .metrics
-            .acks
-            .get_or_create(&TypeLabels::of(kind))
-            .inc();
+        let metrics = &self.proxies.metrics;
+        metrics.acks.get_or_create(&TypeLabels::of(kind)).inc();
         self.update_type(kind, |status| {
+            if let Some(sent) = &status.sent {
+                metrics
+                    .ack_latency
+                    .get_or_create(&TypeLabels::of(kind))
+                    .observe(sent.instant.elapsed().as_secs_f64());
+            }
             status.acked = Some(Acked {
                 version: version.to_string(),
                 at: now(),
             });
+            status.state = SyncState::InSync;
         });
     }
 
@@ -191,6 +263,7 @@ impl Connection {
                 error: error.to_string(),
                 at: now(),
             });
+            status.state = SyncState::Nacked;
         });
     }
 
@@ -201,21 +274,44 @@ impl Connection {
     }
 
     fn update_type(&self, kind: Kind, update: impl FnOnce(&mut TypeStatus)) {
+        let mut moved = None;
         self.update(|status| {
+            let old = status.types.get(kind.type_url()).map(|t| t.state);
             let status = status.types.entry(kind.type_url()).or_default();
             update(status);
             status.in_sync = matches!(
                 (&status.sent, &status.acked),
                 (Some(sent), Some(acked)) if sent.version == acked.version
             );
+            // A new version sent makes an in-sync proxy pending; a NACKed one stays
+            // NACKed until it answers again.
+            if status.state == SyncState::InSync && !status.in_sync {
+                status.state = SyncState::Pending;
+            }
+            moved = Some((old, status.state));
         });
+        if let Some((old, new)) = moved {
+            self.proxies.count_state(kind, old, Some(new));
+        }
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.proxies.lock().remove(&self.id);
-        self.proxies.metrics.connected_proxies.dec();
+        let removed = self.proxies.lock().remove(&self.id);
+        let metrics = &self.proxies.metrics;
+        metrics.connected_proxies.dec();
+        if let Some(status) = removed {
+            if status.verified_identity.is_some() {
+                metrics.authenticated_proxies.dec();
+            }
+            for (type_url, type_status) in status.types {
+                if let Some(kind) = Kind::from_type_url(type_url) {
+                    self.proxies
+                        .count_state(kind, Some(type_status.state), None);
+                }
+            }
+        }
     }
 }
 

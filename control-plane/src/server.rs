@@ -1,17 +1,22 @@
 //! Serving the controller's gRPC services (identity and discovery, on one port) over
 //! TLS, on a listener the caller bound (so tests bind `127.0.0.1:0`).
 //!
-//! A proxy has no certificate when it first calls (getting one is why it calls), so
-//! only the server authenticates in TLS: TLS 1.3, ALPN `h2`, and a certificate the
-//! issuer signs for the controller's own SPIFFE ID, which proxies check with
-//! `trellis_identity::tls::expect_peer`. Callers authenticate per request, by token.
+//! TLS 1.3, ALPN `h2`, and a certificate the issuer signs for the controller's own
+//! SPIFFE ID, which proxies check with `trellis_identity::tls::expect_peer`. A client
+//! certificate is optional (`client_auth.rs`): a proxy has none when it first calls
+//! (getting one is why it calls, and that call authenticates by token), but once it
+//! has one it presents it on its discovery stream. The SPIFFE ID of a verified client
+//! certificate travels with each request as its [`Peer`].
 //!
 //! Each TLS handshake runs in its own task under a deadline, so a slow or broken
 //! client never holds up the accept loop; tonic only sees finished handshakes.
 
+mod client_auth;
+
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
@@ -30,12 +35,16 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 // tonic re-exports tokio-stream for its generated code; the channel adapter is all
 // the server needs from it.
+use tonic::Request;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::service::Routes;
 use tonic::transport::Server;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 use tracing::Instrument;
 use trellis_identity::SpiffeId;
+use trellis_identity::tls::peer_identity;
+
+use self::client_auth::OptionalClientCert;
 
 use crate::Error;
 use crate::ca::Ca;
@@ -74,12 +83,15 @@ pub fn controller_identity(trust_domain: &str) -> Result<SpiffeId, Error> {
     })
 }
 
-/// The rustls server configuration: TLS 1.3, ALPN `h2`, no client certificate, and
-/// the serving certificate `cert` holds.
+/// The rustls server configuration: TLS 1.3, ALPN `h2`, an optional client
+/// certificate verified against the CA's trust anchors, and the serving certificate
+/// `cert` holds.
 pub fn tls_config(cert: Arc<ServingCert>) -> Result<ServerConfig, Error> {
-    let mut config = ServerConfig::builder_with_provider(trellis_identity::tls::provider())
+    let provider = trellis_identity::tls::provider();
+    let clients = OptionalClientCert::new(cert.ca.anchors().clone(), provider.clone());
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(clients))
         .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
@@ -148,14 +160,32 @@ async fn accept(
 }
 
 /// A server-side TLS connection, as tonic needs it: readable, writable, and able to
-/// say who is on the other end (so `Request::remote_addr` works in services).
+/// say who is on the other end (its [`Peer`], in every request's extensions).
 pub struct TlsConnection(TlsStream<TcpStream>);
 
-impl Connected for TlsConnection {
-    type ConnectInfo = TcpConnectInfo;
+/// Who sent a request: the client's address, and the SPIFFE ID of the client
+/// certificate it presented, which the handshake verified; `None` without one.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: Option<SocketAddr>,
+    pub identity: Option<SpiffeId>,
+}
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.0.get_ref().0.connect_info()
+impl Peer {
+    pub fn of<T>(request: &Request<T>) -> Option<&Peer> {
+        request.extensions().get::<Peer>()
+    }
+}
+
+impl Connected for TlsConnection {
+    type ConnectInfo = Peer;
+
+    fn connect_info(&self) -> Peer {
+        let (tcp, tls) = self.0.get_ref();
+        let addr = tcp.peer_addr().ok();
+        // Only a chain the verifier accepted gets here; it carries one SPIFFE ID.
+        let identity = peer_identity(tls.peer_certificates()).ok();
+        Peer { addr, identity }
     }
 }
 

@@ -3,9 +3,10 @@
 //! (and its identity), or somewhere outside the mesh.
 //!
 //! A [`Directory`] is built whole from the four resource sets the controller pushed
-//! and is swapped in atomically, so a connection never sees half of an update. Each
-//! pushed set is validated first ([`Resources::with`]); a set that does not validate
-//! is refused (NACKed) and the previous one stays in force.
+//! and is swapped in atomically, so a connection never sees half of an update (the
+//! discovery client swaps once per snapshot, with every set of it). Each pushed set
+//! is validated first ([`check`]); a set that does not validate is refused (NACKed)
+//! and the previous one stays in force.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -101,12 +102,15 @@ impl Resources {
         version: String,
         set: Vec<pb::Resource>,
     ) -> Result<Resources, Invalid> {
-        for resource in &set {
-            validate(type_url, resource)?;
-        }
+        check(type_url, &set)?;
         let mut next = self.clone();
-        next.sets.insert(type_url, (version, Arc::new(set)));
+        next.replace(type_url, version, set);
         Ok(next)
+    }
+
+    /// Replaces the set of `type_url` with one that [`check`] accepted.
+    pub fn replace(&mut self, type_url: &'static str, version: String, set: Vec<pb::Resource>) {
+        self.sets.insert(type_url, (version, Arc::new(set)));
     }
 
     /// Whether a set of every type in `types` has arrived.
@@ -304,6 +308,13 @@ fn protocol_name(protocol: i32) -> &'static str {
         Ok(pb::Protocol::Grpc) => "grpc",
         Ok(pb::Protocol::Unspecified) | Err(_) => "detect",
     }
+}
+
+/// Whether every resource of a pushed set of `type_url` can be used: the first
+/// problem found is the reason the set is refused.
+pub fn check(type_url: &'static str, set: &[pb::Resource]) -> Result<(), Invalid> {
+    set.iter()
+        .try_for_each(|resource| validate(type_url, resource))
 }
 
 /// The checks a pushed resource must pass before the proxy uses it.

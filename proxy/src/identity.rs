@@ -4,7 +4,9 @@
 //! The private key is made here, in memory, and never leaves the process: only a CSR
 //! and the ServiceAccount token go to the controller. The certificate is swapped
 //! atomically ([`ArcSwapOption`]) at about 70 % of its lifetime, so new handshakes
-//! use the new one while live connections keep the session they have.
+//! use the new one while live connections keep the session they have. Each new
+//! certificate is also announced ([`Identity::issued`]), so that the discovery stream
+//! reconnects to present it to the controller.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use trellis_identity::{Presenter, SpiffeId, TrustAnchors, verify_chain};
 use trellis_proto::identity::v1::CertifyRequest;
@@ -44,6 +47,8 @@ pub struct Identity {
 #[derive(Debug)]
 struct Inner {
     current: ArcSwapOption<Certified>,
+    /// How many certificates have been installed.
+    issued: watch::Sender<u64>,
     anchors: TrustAnchors,
     controller: Controller,
     token_file: PathBuf,
@@ -63,6 +68,7 @@ impl Identity {
         Ok(Identity {
             inner: Arc::new(Inner {
                 current: ArcSwapOption::empty(),
+                issued: watch::Sender::new(0),
                 anchors,
                 controller,
                 token_file: config.token_file.clone(),
@@ -91,6 +97,22 @@ impl Identity {
             .filter(|c| c.not_after > SystemTime::now())
     }
 
+    /// How many certificates this proxy has been issued so far; it changes with each
+    /// new one, the first included.
+    pub fn issued(&self) -> watch::Receiver<u64> {
+        self.inner.issued.subscribe()
+    }
+
+    /// Puts `certified` in force for every new handshake, and announces it.
+    pub(crate) fn install(&self, certified: Certified) {
+        self.inner
+            .metrics
+            .cert_expiration
+            .set(unix(certified.not_after));
+        self.inner.current.store(Some(Arc::new(certified)));
+        self.inner.issued.send_modify(|issued| *issued += 1);
+    }
+
     /// Gets a certificate, then renews it for as long as the proxy runs. Failures are
     /// retried with capped exponential backoff; the current certificate stays in use
     /// until it expires.
@@ -107,11 +129,7 @@ impl Identity {
                         renew_in = ?wait,
                         "certified"
                     );
-                    self.inner
-                        .metrics
-                        .cert_expiration
-                        .set(unix(certified.not_after));
-                    self.inner.current.store(Some(Arc::new(certified)));
+                    self.install(certified);
                     self.count_certify("ok");
                     wait
                 }
@@ -165,7 +183,8 @@ impl Identity {
                 source,
             })?;
 
-        let channel = inner.controller.connect().await?;
+        // The token authenticates this call; a certificate would add nothing.
+        let channel = inner.controller.connect(None).await?;
         let response = IdentityClient::new(channel)
             .certify(CertifyRequest {
                 csr_der: csr.der().to_vec(),
@@ -258,7 +277,7 @@ fn unix(t: SystemTime) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
         KeyPair, SanType,
@@ -267,6 +286,87 @@ mod tests {
     use super::*;
 
     const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
+
+    /// A mesh CA for the tests of every module that needs a workload identity.
+    pub(crate) struct TestCa {
+        root: CertifiedIssuer<'static, KeyPair>,
+    }
+
+    impl TestCa {
+        pub(crate) fn new() -> Self {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let root = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+            TestCa { root }
+        }
+
+        pub(crate) fn pem(&self) -> String {
+            self.root.pem()
+        }
+
+        pub(crate) fn root(&self) -> CertificateDer<'static> {
+            self.root.der().clone()
+        }
+
+        /// A workload identity trusting this CA and holding no certificate yet; its
+        /// controller is an address nothing listens on.
+        pub(crate) fn identity(&self) -> Identity {
+            self.identity_with_controller_at("127.0.0.1:9")
+        }
+
+        /// A workload identity trusting this CA, whose controller is at `addr`.
+        pub(crate) fn identity_with_controller_at(&self, addr: &str) -> Identity {
+            let config = Config::new(
+                addr.into(),
+                "spiffe://cluster.local/ns/trellis-system/sa/trellis-controller"
+                    .parse()
+                    .unwrap(),
+                TrustAnchorsSource::Inline(self.pem()),
+                "/nonexistent/token".into(),
+            );
+            Identity::new(&config, Arc::new(Metrics::new())).unwrap()
+        }
+
+        /// A workload certificate for `id`, as the controller would issue it.
+        pub(crate) fn certify(&self, id: &str, lifetime: Duration) -> Certified {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let key = KeyPair::generate().unwrap();
+            let leaf = params.signed_by(&key, &self.root).unwrap();
+            let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+            let signing_key = rustls::crypto::ring::sign::any_ecdsa_type(&private).unwrap();
+            Certified {
+                key: Arc::new(CertifiedKey::new(vec![leaf.der().clone()], signing_key)),
+                id: id.parse().unwrap(),
+                not_after: SystemTime::now() + lifetime,
+            }
+        }
+    }
+
+    #[test]
+    fn each_installed_certificate_is_announced_and_an_expired_one_is_not_in_force() {
+        let ca = TestCa::new();
+        let identity = ca.identity();
+        let issued = identity.issued();
+        assert_eq!(*issued.borrow(), 0);
+        assert!(identity.current().is_none());
+
+        identity.install(ca.certify(WEB, Duration::from_secs(3600)));
+        assert!(issued.has_changed().unwrap());
+        assert_eq!(*issued.borrow(), 1);
+        assert_eq!(identity.current().unwrap().id.as_str(), WEB);
+        assert!(ResolvesClientCert::has_certs(&identity));
+
+        // A renewal is announced too; a certificate past its end is not used.
+        identity.install(ca.certify(WEB, Duration::ZERO));
+        assert_eq!(*identity.issued().borrow(), 2);
+        assert!(identity.current().is_none());
+        assert!(!ResolvesClientCert::has_certs(&identity));
+    }
 
     /// A mesh root, as PEM, and a workload certificate it signed for `web`.
     fn root_and_leaf() -> (String, CertificateDer<'static>) {

@@ -97,7 +97,7 @@ pub async fn run(
     tasks.spawn(identity.clone().maintain(shutdown.clone()));
     tasks.spawn(peers.clone().reload_on_sighup(shutdown.clone()));
     let discovery = discovery::Discovery {
-        controller: identity.controller().clone(),
+        identity: identity.clone(),
         node: trellis_proto::discovery::v1::Node {
             pod: config.pod_name.clone().unwrap_or_default(),
             namespace: config.pod_namespace.clone().unwrap_or_default(),

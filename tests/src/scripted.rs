@@ -169,11 +169,14 @@ fn response(
     resources: Vec<Resource>,
 ) -> DiscoveryResponse {
     let n = sent.fetch_add(1, Ordering::Relaxed) + 1;
+    // No snapshot marks: it answers as a controller from before them did, each
+    // response a push of its own, which proxies must still apply.
     DiscoveryResponse {
         type_url: type_url.to_string(),
         version_info: version.to_string(),
         nonce: format!("scripted-{n}"),
         resources,
+        ..Default::default()
     }
 }
 

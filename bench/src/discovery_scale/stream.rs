@@ -312,6 +312,7 @@ mod tests {
                 version_info: "0123456789abcdef".into(),
                 nonce: "7-1".into(),
                 resources,
+                ..Default::default()
             }
             .encode_to_vec();
             let counted = Received::read(Decode::Count, &mut response.as_slice()).unwrap();

@@ -4,12 +4,14 @@
 //! A tonic codec encodes every response into a buffer of the stream's own: a change
 //! pushed to 200 proxies copies the whole Endpoints set (1.87 MiB at 2,000 services)
 //! 200 times, and each stream's buffer keeps its last copy alive, about 2 MiB per
-//! proxy. Here a response leaves as two HTTP/2 data frames: the gRPC message prefix
-//! with the type, version and nonce, then the resources as the snapshot's own
-//! [`Bytes`] ([`crate::model::TypeSnapshot::encoded`]), which hyper hands to TLS
-//! without copying. A proxy receives byte for byte what the generated server sends;
+//! proxy. Here a response leaves as three HTTP/2 data frames: the gRPC message prefix
+//! with the type, version and nonce; the resources as the snapshot's own [`Bytes`]
+//! ([`crate::model::TypeSnapshot::encoded`]), which hyper hands to TLS without
+//! copying; and the snapshot marks (fields 5 and 6, after the resources in prost's
+//! field order). A proxy receives byte for byte what the generated server sends;
 //! requests are decoded by tonic, as the generated server decodes them.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::pin::Pin;
@@ -49,24 +51,35 @@ pub struct Push {
     pub resources: Bytes,
     /// How many resources `resources` holds.
     pub count: usize,
+    /// The id of the snapshot it was cut from.
+    pub snapshot: u64,
+    /// Whether more responses of the same push follow it on its stream.
+    pub more_in_snapshot: bool,
 }
 
 impl Push {
-    /// The gRPC message prefix and the `DiscoveryResponse` up to its resources, in
-    /// prost's field order: followed by `resources`, one whole message.
-    fn head(&self) -> Result<Bytes, Status> {
+    /// The message as its frames: the gRPC message prefix and the
+    /// `DiscoveryResponse` up to its resources, the resources, and the fields after
+    /// them, in prost's field order; together one whole message.
+    fn frames(&self) -> Result<[Bytes; 3], Status> {
         let head = DiscoveryResponse {
             type_url: self.kind.type_url().to_string(),
             version_info: self.version_info.clone(),
             nonce: self.nonce.clone(),
-            resources: Vec::new(),
+            ..Default::default()
         };
+        let tail = DiscoveryResponse {
+            snapshot: self.snapshot,
+            more_in_snapshot: self.more_in_snapshot,
+            ..Default::default()
+        }
+        .encode_to_vec();
         let head_len = head.encoded_len();
-        let message_len = u32::try_from(head_len + self.resources.len()).map_err(|_| {
+        let total = head_len + self.resources.len() + tail.len();
+        let message_len = u32::try_from(total).map_err(|_| {
             Status::resource_exhausted(format!(
-                "a {} response of {} bytes is too large for one gRPC message",
+                "a {} response of {total} bytes is too large for one gRPC message",
                 self.kind,
-                head_len + self.resources.len()
             ))
         })?;
         let mut buf = Vec::with_capacity(PREFIX_LEN + head_len);
@@ -74,14 +87,16 @@ impl Push {
         buf.put_u32(message_len);
         // A Vec grows as needed: writing to one cannot run out of room.
         let _ = head.encode(&mut buf);
-        Ok(Bytes::from(buf))
+        Ok([Bytes::from(buf), self.resources.clone(), Bytes::from(tail)])
     }
 
     /// The response as prost would encode it, for tests to decode.
     #[cfg(test)]
     pub fn encode_to_vec(&self) -> Vec<u8> {
-        let mut message = self.head().unwrap()[PREFIX_LEN..].to_vec();
-        message.extend_from_slice(&self.resources);
+        let [head, resources, tail] = self.frames().unwrap();
+        let mut message = head[PREFIX_LEN..].to_vec();
+        message.extend_from_slice(&resources);
+        message.extend_from_slice(&tail);
         message
     }
 }
@@ -122,7 +137,7 @@ impl DiscoveryServer {
         let pushes = self.service.stream(Request::from_http(request));
         let mut response = http::Response::new(Body::new(PushBody {
             pushes,
-            resources: None,
+            rest: VecDeque::new(),
             ended: false,
         }));
         response
@@ -150,13 +165,13 @@ impl Service<http::Request<Body>> for DiscoveryServer {
     }
 }
 
-/// One stream's response body: each push as one gRPC message in two frames, then
-/// the stream's status as trailers, as tonic ends a server stream.
+/// One stream's response body: each push as one gRPC message in (up to) three
+/// frames, then the stream's status as trailers, as tonic ends a server stream.
 struct PushBody {
     /// What the stream's task sends; an error ends the stream with that status.
     pushes: mpsc::Receiver<Result<Push, Status>>,
-    /// The second frame of the message being sent.
-    resources: Option<Bytes>,
+    /// The frames of the message being sent that are still to go.
+    rest: VecDeque<Bytes>,
     /// The trailers went out.
     ended: bool,
 }
@@ -170,17 +185,18 @@ impl hyper::body::Body for PushBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let body = self.get_mut();
-        if let Some(resources) = body.resources.take() {
-            return Poll::Ready(Some(Ok(Frame::data(resources))));
+        if let Some(frame) = body.rest.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(frame))));
         }
         if body.ended {
             return Poll::Ready(None);
         }
         let status = match body.pushes.poll_recv(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(push))) => match push.head() {
-                Ok(head) => {
-                    body.resources = Some(push.resources).filter(|r| !r.is_empty());
+            Poll::Ready(Some(Ok(push))) => match push.frames() {
+                Ok([head, resources, tail]) => {
+                    body.rest
+                        .extend([resources, tail].into_iter().filter(|f| !f.is_empty()));
                     return Poll::Ready(Some(Ok(Frame::data(head))));
                 }
                 Err(status) => status,
@@ -200,7 +216,7 @@ impl hyper::body::Body for PushBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended && self.resources.is_none()
+        self.ended && self.rest.is_empty()
     }
 }
 
@@ -250,6 +266,8 @@ mod tests {
             nonce: "3-14".into(),
             resources: only_resources.encode_to_vec().into(),
             count: resources.len(),
+            snapshot: 9,
+            more_in_snapshot: true,
         }
     }
 
@@ -262,13 +280,28 @@ mod tests {
             version_info: push.version_info.clone(),
             nonce: push.nonce.clone(),
             resources: resources.to_vec(),
+            snapshot: 9,
+            more_in_snapshot: true,
         };
         assert_eq!(push.encode_to_vec(), whole.encode_to_vec());
+        let decoded = DiscoveryResponse::decode(push.encode_to_vec().as_slice()).unwrap();
+        assert_eq!((decoded.snapshot, decoded.more_in_snapshot), (9, true));
 
-        let head = push.head().unwrap();
+        let [head, ..] = push.frames().unwrap();
         assert_eq!(head[0], 0, "not compressed");
         let length = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
         assert_eq!(length as usize, whole.encoded_len());
+
+        // The last response of a push says so by leaving the field out, as prost does.
+        let last = Push {
+            more_in_snapshot: false,
+            ..push
+        };
+        let whole = DiscoveryResponse {
+            more_in_snapshot: false,
+            ..whole
+        };
+        assert_eq!(last.encode_to_vec(), whole.encode_to_vec());
     }
 
     #[tokio::test]
@@ -276,7 +309,7 @@ mod tests {
         let (pushes, rx) = mpsc::channel(4);
         let mut body = PushBody {
             pushes: rx,
-            resources: None,
+            rest: VecDeque::new(),
             ended: false,
         };
         let sent = push(&[endpoints("web", "10.0.0.1")]);
@@ -302,18 +335,22 @@ mod tests {
             .iter()
             .filter_map(|f| f.data_ref().cloned())
             .collect();
+        let [sent_head, _, sent_tail] = sent.frames().unwrap();
+        let [empty_head, _, empty_tail] = empty.frames().unwrap();
         assert_eq!(
             data,
             [
-                sent.head().unwrap(),
+                sent_head,
                 sent.resources.clone(),
-                empty.head().unwrap()
+                sent_tail,
+                empty_head,
+                empty_tail
             ],
             "the resources are the push's own bytes; an empty set is no frame"
         );
         let trailers = frames.last().and_then(Frame::trailers_ref).unwrap();
         assert_eq!(trailers["grpc-status"], "14");
-        assert_eq!(frames.len(), 4);
+        assert_eq!(frames.len(), 6);
     }
 
     /// A server whose streams would never see a snapshot.
@@ -356,7 +393,7 @@ mod tests {
         drop(pushes);
         let mut body = PushBody {
             pushes: rx,
-            resources: None,
+            rest: VecDeque::new(),
             ended: false,
         };
         let frame = body.frame().await.unwrap().unwrap();

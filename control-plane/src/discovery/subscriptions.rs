@@ -16,6 +16,11 @@
 //!   the next change is.
 //! - An unknown type URL is ignored (the stream goes on), as Envoy ignores types it
 //!   does not know, so that newer proxies can ask older controllers for more.
+//! - The responses due under one snapshot are one push: each carries the snapshot's
+//!   id, and all but the last `more_in_snapshot`, so that the proxy swaps them in
+//!   together. After a push, the stream has been sent the snapshot's version of every
+//!   type it subscribes to (or holds the one it rejected), so what the proxy runs
+//!   after it is that snapshot, never a mix of two.
 
 use std::collections::BTreeSet;
 
@@ -141,9 +146,10 @@ impl Subscriptions {
         }
     }
 
-    /// Every response due under `snapshot`: each subscribed type whose selection has
-    /// a version this stream was not sent last, or that was (re-)subscribed since.
-    /// A subscription to the whole type shares the snapshot's encoded resources.
+    /// Every response due under `snapshot`, as one push: each subscribed type whose
+    /// selection has a version this stream was not sent last, or that was
+    /// (re-)subscribed since. A subscription to the whole type shares the snapshot's
+    /// encoded resources.
     pub fn responses(&mut self, snapshot: &Snapshot) -> Vec<Push> {
         let mut responses = Vec::new();
         for kind in Kind::ALL {
@@ -173,7 +179,12 @@ impl Subscriptions {
                 nonce,
                 resources: selection.resources,
                 count: selection.count,
+                snapshot: snapshot.id,
+                more_in_snapshot: true,
             });
+        }
+        if let Some(last) = responses.last_mut() {
+            last.more_in_snapshot = false;
         }
         responses
     }
@@ -289,6 +300,53 @@ mod tests {
         // Subscribing again (a proxy that restarted its subscription) re-sends.
         stream.receive(&subscribe(type_url::SERVICE, &[]));
         assert_eq!(stream.responses(&snapshot)[0].nonce, "7-2");
+    }
+
+    #[test]
+    fn the_responses_of_one_snapshot_are_one_push_marked_as_such() {
+        let world = World::new();
+        let mut stream = Subscriptions::new(1);
+        for type_url in type_url::ALL {
+            stream.receive(&subscribe(type_url, &[]));
+        }
+        let first = world.set(&[("web", "10.0.0.1")]);
+        let pushed = stream.responses(&first);
+        let marks: Vec<(Kind, u64, bool)> = pushed
+            .iter()
+            .map(|p| (p.kind, p.snapshot, p.more_in_snapshot))
+            .collect();
+        assert_eq!(
+            marks,
+            [
+                (Kind::Service, first.id, true),
+                (Kind::Endpoints, first.id, true),
+                (Kind::Route, first.id, true),
+                (Kind::AuthorizationPolicy, first.id, false),
+            ],
+            "every type, and only the last says nothing more follows"
+        );
+
+        // A new service with its endpoints: both in one push, the last one closing it.
+        let second = world.set(&[("web", "10.0.0.1"), ("cart", "10.0.0.5")]);
+        assert_eq!(second.id, first.id + 1);
+        let marks: Vec<(Kind, u64, bool)> = stream
+            .responses(&second)
+            .iter()
+            .map(|p| (p.kind, p.snapshot, p.more_in_snapshot))
+            .collect();
+        assert_eq!(
+            marks,
+            [
+                (Kind::Service, second.id, true),
+                (Kind::Endpoints, second.id, false)
+            ]
+        );
+
+        // Only the endpoints move: a push of one response, which is its last.
+        let third = world.set(&[("web", "10.0.0.2"), ("cart", "10.0.0.5")]);
+        let pushed = stream.responses(&third);
+        assert_eq!(pushed.len(), 1);
+        assert!(!pushed[0].more_in_snapshot);
     }
 
     #[test]

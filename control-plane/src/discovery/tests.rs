@@ -1,6 +1,9 @@
 //! The real controller, over TLS on 127.0.0.1:0, with a file source in a scratch
 //! directory, talked to the way a proxy talks to it: one discovery stream carrying
 //! every type, ACKs and NACKs, and `/proxies` read over HTTP from the admin port.
+//! `authenticated.rs`: streams with and without a workload certificate.
+
+mod authenticated;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +18,9 @@ use trellis_proto::discovery::v1::discovery_client::DiscoveryClient;
 use trellis_proto::discovery::v1::{DiscoveryResponse, ErrorDetail, Node, resource, type_url};
 
 use super::*;
-use crate::fixtures::{ScratchDir, Signers, TRUST_DOMAIN, connect, get_text};
+use crate::fixtures::{
+    Presenting, ScratchDir, Signers, TRUST_DOMAIN, connect_presenting, get_text,
+};
 use crate::server::controller_identity;
 use crate::{CaSource, Config, Error, Listeners, LogFormat};
 
@@ -46,6 +51,8 @@ struct Controller {
     objects: PathBuf,
     grpc: SocketAddr,
     admin: SocketAddr,
+    /// The development CA the controller made, to issue workload certificates from.
+    ca_dir: PathBuf,
     anchors: TrustAnchors,
     stop: CancellationToken,
     task: JoinHandle<Result<(), Error>>,
@@ -103,6 +110,7 @@ impl Controller {
             objects,
             grpc,
             admin,
+            ca_dir,
             anchors,
             stop,
             task,
@@ -115,10 +123,21 @@ impl Controller {
 
     /// Opens a stream as pod `pod` and subscribes it to `types` (every resource).
     async fn proxy(&self, pod: &str, types: &[&str]) -> Proxy {
-        let channel = connect(
+        self.proxy_presenting(pod, types, None).await
+    }
+
+    /// [`Controller::proxy`], presenting `client` as its TLS client certificate.
+    async fn proxy_presenting(
+        &self,
+        pod: &str,
+        types: &[&str],
+        client: Option<Arc<Presenting>>,
+    ) -> Proxy {
+        let channel = connect_presenting(
             self.grpc,
             &self.anchors,
             controller_identity(TRUST_DOMAIN).unwrap(),
+            client,
         )
         .await
         .unwrap();
@@ -288,7 +307,25 @@ async fn a_proxy_is_pushed_every_change_and_its_answers_are_recorded() {
     assert_eq!(endpoints["sent"]["nonce"], first[1].nonce.as_str());
     let me = &proxies["proxies"][0];
     assert_eq!(me["identity"], "spiffe://cluster.local/ns/shop/sa/web-1");
+    assert_eq!(
+        me["verified_identity"],
+        Value::Null,
+        "no client certificate"
+    );
     assert!(me["connected_since"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(endpoints["state"], "in_sync");
+    let metrics = get_text(controller.admin, "/metrics").await;
+    for kind in ["service", "endpoints", "route", "authorization_policy"] {
+        for line in [
+            format!("discovery_proxies{{type=\"{kind}\",state=\"in_sync\"}} 1"),
+            format!("discovery_ack_latency_seconds_count{{type=\"{kind}\"}} 1"),
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "no {line:?} in\n{metrics}"
+            );
+        }
+    }
 
     // An endpoint is added: only the endpoints are pushed again, with a new version.
     controller.write("web.yaml", &WEB.replace(
@@ -319,6 +356,7 @@ async fn a_proxy_is_pushed_every_change_and_its_answers_are_recorded() {
         "endpoint 10.199.0.3: no route to host"
     );
     assert_eq!(endpoints["in_sync"], false);
+    assert_eq!(endpoints["state"], "nacked");
     assert_eq!(
         endpoints["acked"]["version"],
         first[1].version_info.as_str()
@@ -341,13 +379,25 @@ async fn a_proxy_is_pushed_every_change_and_its_answers_are_recorded() {
     controller.write("route.yaml", "apiVersion: trellis.io/v1alpha1\nkind: Route\nmetadata: {name: web, namespace: shop}\nspec:\n  parents: [{service: web}]\n  rules: [{backends: [{service: web, port: 80}]}]\n");
     let route = web.next_of(type_url::ROUTE).await;
     assert_eq!(route.resources.len(), 1);
+    controller
+        .admin_until("/proxies", "the route sent", |p| {
+            status(p, "web-1", type_url::ROUTE)["state"] == "pending"
+        })
+        .await;
 
     let metrics = get_text(controller.admin, "/metrics").await;
     for line in [
         "discovery_connected_proxies 1",
+        "discovery_authenticated_proxies 0",
         "discovery_nacks_total{type=\"endpoints\"} 1",
         "discovery_acks_total{type=\"service\"} 1",
         "source_rejected_documents{source=\"files\"} 1",
+        // Its endpoints still NACKed; the route sent and not answered yet.
+        "discovery_proxies{type=\"endpoints\",state=\"nacked\"} 1",
+        "discovery_proxies{type=\"endpoints\",state=\"in_sync\"} 0",
+        "discovery_proxies{type=\"route\",state=\"pending\"} 1",
+        "discovery_proxies{type=\"route\",state=\"in_sync\"} 0",
+        "discovery_proxies{type=\"service\",state=\"in_sync\"} 1",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -355,13 +405,25 @@ async fn a_proxy_is_pushed_every_change_and_its_answers_are_recorded() {
         );
     }
 
-    // The proxy goes away: its stream ends and it is no longer listed.
+    // The proxy goes away: its stream ends, it is no longer listed, and it counts
+    // in no state any more.
     drop(web);
     controller
         .admin_until("/proxies", "the proxy gone", |p| {
             p["proxies"] == serde_json::json!([])
         })
         .await;
+    let metrics = get_text(controller.admin, "/metrics").await;
+    let counted: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("discovery_proxies{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(counted.is_empty(), "{counted:?}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "discovery_connected_proxies 0")
+    );
     controller.stop().await;
 }
 

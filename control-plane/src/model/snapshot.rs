@@ -156,13 +156,16 @@ pub fn version<'a>(resources: impl IntoIterator<Item = &'a NamedResource>) -> St
 /// The state of the world of every kind, published as one value.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
+    /// 1 for the first snapshot the model publishes, then one more for each; sent
+    /// with every response cut from it, for logs on both ends.
+    pub id: u64,
     /// Indexed by [`Kind::index`]; a kind that did not change keeps its `Arc`.
     types: [Arc<TypeSnapshot>; 4],
 }
 
 impl Snapshot {
-    pub(crate) fn new(types: [Arc<TypeSnapshot>; 4]) -> Self {
-        Snapshot { types }
+    pub(crate) fn new(id: u64, types: [Arc<TypeSnapshot>; 4]) -> Self {
+        Snapshot { id, types }
     }
 
     pub fn get(&self, kind: Kind) -> &Arc<TypeSnapshot> {
