@@ -31,7 +31,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use object::{Kind, Object, ObjectKey};
+pub use object::{Kind, Object, ObjectKey, POD_ENDPOINTS_PREFIX, pod_endpoints_name};
 pub use snapshot::{NamedResource, Selection, Snapshot, TypeSnapshot, version};
 pub use validate::validate;
 

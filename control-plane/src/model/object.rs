@@ -76,6 +76,17 @@ impl fmt::Display for Kind {
     }
 }
 
+/// The name prefix of an Endpoints that holds one pod's own addresses and identity
+/// (`pod.web-7d9f8-x2k4q`), so that a proxy reaches the pod over mTLS whether or not
+/// it backs a Service. No Service can own it: a Service's name is a DNS label, which
+/// never holds a dot.
+pub const POD_ENDPOINTS_PREFIX: &str = "pod.";
+
+/// The name of pod `pod`'s own Endpoints.
+pub fn pod_endpoints_name(pod: &str) -> String {
+    format!("{POD_ENDPOINTS_PREFIX}{pod}")
+}
+
 /// What identifies an object: its kind and `namespace/name`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {

@@ -14,7 +14,7 @@ use trellis_identity::SpiffeId;
 use trellis_proto::discovery::v1 as pb;
 use trellis_proto::discovery::v1::{authorization_policy, header_match, path_match, service_port};
 
-use super::Object;
+use super::{Object, POD_ENDPOINTS_PREFIX};
 use crate::error::Invalid;
 
 /// Checks `object`; the first problem found is returned.
@@ -38,6 +38,11 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
 fn metadata(object: &Object) -> Result<(), Invalid> {
     check_label(object.namespace(), "metadata.namespace")?;
     match object {
+        // A pod's own endpoints: `pod.` and the pod's name, a DNS subdomain.
+        Object::Endpoints(_) if object.name().starts_with(POD_ENDPOINTS_PREFIX) => {
+            let pod = &object.name()[POD_ENDPOINTS_PREFIX.len()..];
+            check_subdomain(pod, "metadata.name")
+        }
         // A service's name becomes a DNS label (`web.shop.svc…`), as in Kubernetes.
         Object::Service(_) | Object::Endpoints(_) => check_label(object.name(), "metadata.name"),
         _ => check_subdomain(object.name(), "metadata.name"),

@@ -4,13 +4,16 @@
 //! Each kind has a store that follows the watcher's protocol: `Apply` and `Delete`
 //! change one object; `Init`, `InitApply`… `InitDone` relist the kind, and the listed
 //! set replaces the store at once (objects deleted while the watch was down are never
-//! announced, so only the relist can drop them). Pods are kept only as the identity
-//! their endpoints get, not as whole objects: that is all translation reads, and a
+//! announced, so only the relist can drop them). Pods are kept only as what
+//! translation reads of them ([`PodView`]: the identity their endpoints get, and the
+//! addresses of their own Endpoints while they run meshed), not as whole objects: a
 //! cluster has many more pods than services.
 //!
 //! Two indexes make a change cheap to follow: the slices of each service, and the
 //! slices pointing at each pod, so that a pod appearing after its slice (the watches
-//! race) re-translates exactly the services it belongs to.
+//! race) re-translates exactly the services it belongs to, and a slice change the
+//! own Endpoints of exactly the pods it lists (a pod's own Endpoints holds the
+//! addresses of it that no slice lists).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -19,8 +22,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
 
-use super::translate::{self, SERVICE_NAME_LABEL, ServiceSlices, key};
-use crate::model::{Kind, Object, ObjectKey};
+use super::translate::{self, PodView, SERVICE_NAME_LABEL, ServiceSlices, key};
+use crate::model::{Kind, Object, ObjectKey, POD_ENDPOINTS_PREFIX, pod_endpoints_name};
 use crate::source::Rejection;
 
 /// One event of one of the five watches.
@@ -128,8 +131,7 @@ pub struct Cluster {
     trust_domain: String,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
-    /// A pod's identity, `None` when it is not meshed.
-    pods: Store<Option<String>>,
+    pods: Store<PodView>,
     routes: Store<DynamicObject>,
     policies: Store<DynamicObject>,
     /// Slices (`namespace/name`) by their service's `namespace/name`.
@@ -189,9 +191,9 @@ impl Cluster {
             },
             Change::Pod(event) => {
                 let trust_domain = self.trust_domain.clone();
-                let identity = |pod: Pod| translate::pod_identity(&pod, &trust_domain);
-                match self.pods.apply(event, identity) {
-                    Step::Changed(key, old) => return self.pod_changed(&key, old.flatten()),
+                let view = |pod: Pod| translate::pod_view(&pod, &trust_domain);
+                match self.pods.apply(event, view) {
+                    Step::Changed(key, old) => return self.pod_changed(&key, old),
                     step => step.listed(),
                 }
             }
@@ -203,40 +205,59 @@ impl Cluster {
         }
     }
 
-    /// The Endpoints of the services the slice belonged to and belongs to now.
+    /// The Endpoints of the services the slice belonged to and belongs to now, and
+    /// the own Endpoints of the meshed pods it listed and lists.
     fn slice_changed(&mut self, slice: &str, old: Option<EndpointSlice>) -> Affected {
-        let mut affected = BTreeSet::new();
+        let mut services = BTreeSet::new();
+        let mut pods = BTreeSet::new();
         if let Some(old) = old {
             self.unindex(slice, &old);
-            affected.extend(service_of(&old));
+            services.extend(service_of(&old));
+            pods.extend(pods_of(&old));
         }
         if let Some(new) = self.slices.objects.get(slice) {
-            affected.extend(service_of(new));
+            services.extend(service_of(new));
+            pods.extend(pods_of(new));
         }
         self.index(slice);
-        these(affected.into_iter().map(|name| ObjectKey {
-            kind: Kind::Endpoints,
-            name,
-        }))
+        let own = pods
+            .into_iter()
+            .filter(|pod| self.pods.objects.get(pod).is_some_and(has_own_endpoints))
+            .map(|pod| own_endpoints(&pod));
+        these(
+            services
+                .into_iter()
+                .map(|name| ObjectKey {
+                    kind: Kind::Endpoints,
+                    name,
+                })
+                .chain(own),
+        )
     }
 
-    /// The Endpoints pointing at the pod, when its identity changed.
-    fn pod_changed(&self, pod: &str, old: Option<String>) -> Affected {
-        let new = self.pods.objects.get(pod).cloned().flatten();
-        if old == new {
-            return Affected::These(BTreeSet::new());
+    /// The Endpoints pointing at the pod, when its identity changed, and its own,
+    /// when its identity or addresses did.
+    fn pod_changed(&self, pod: &str, old: Option<PodView>) -> Affected {
+        let old = old.unwrap_or_default();
+        let new = self.pods.objects.get(pod).cloned().unwrap_or_default();
+        let mut affected = BTreeSet::new();
+        if old.identity != new.identity {
+            let services = self
+                .slices_by_pod
+                .get(pod)
+                .into_iter()
+                .flatten()
+                .filter_map(|slice| self.slices.objects.get(slice))
+                .filter_map(service_of);
+            affected.extend(services.map(|name| ObjectKey {
+                kind: Kind::Endpoints,
+                name,
+            }));
         }
-        let services = self
-            .slices_by_pod
-            .get(pod)
-            .into_iter()
-            .flatten()
-            .filter_map(|slice| self.slices.objects.get(slice))
-            .filter_map(service_of);
-        these(services.map(|name| ObjectKey {
-            kind: Kind::Endpoints,
-            name,
-        }))
+        if old != new && (has_own_endpoints(&old) || has_own_endpoints(&new)) {
+            affected.insert(own_endpoints(pod));
+        }
+        Affected::These(affected)
     }
 
     fn index(&mut self, slice_key: &str) {
@@ -298,6 +319,13 @@ impl Cluster {
         let mut keys = BTreeSet::new();
         keys.extend(of(Kind::Service, &mut self.services.objects.keys()));
         keys.extend(of(Kind::Endpoints, &mut self.slices_by_service.keys()));
+        keys.extend(
+            self.pods
+                .objects
+                .iter()
+                .filter(|(_, view)| has_own_endpoints(view))
+                .map(|(pod, _)| own_endpoints(pod)),
+        );
         keys.extend(of(Kind::Route, &mut self.routes.objects.keys()));
         keys.extend(of(
             Kind::AuthorizationPolicy,
@@ -320,10 +348,23 @@ impl Cluster {
                 Some(Err(rejection)) => (Outcome::Rejected, vec![rejection]),
             },
             Kind::Endpoints => {
+                let (namespace, name) = key.name.split_once('/').unwrap_or_default();
+                if let Some(pod) = name.strip_prefix(POD_ENDPOINTS_PREFIX) {
+                    let pod_key = self::key(namespace, pod);
+                    let listed = self.listed_addresses(&pod_key);
+                    let own = self.pods.objects.get(&pod_key).and_then(|view| {
+                        translate::pod_endpoints(namespace, pod, view, |a| listed.contains(a))
+                    });
+                    return match own {
+                        Some(endpoints) => {
+                            (Outcome::Defined(Object::Endpoints(endpoints)), Vec::new())
+                        }
+                        None => (Outcome::Gone, Vec::new()),
+                    };
+                }
                 let Some(slice_keys) = self.slices_by_service.get(&key.name) else {
                     return (Outcome::Gone, Vec::new());
                 };
-                let (namespace, name) = key.name.split_once('/').unwrap_or_default();
                 let slices = ServiceSlices {
                     namespace,
                     name,
@@ -332,7 +373,10 @@ impl Cluster {
                         .filter_map(|slice| self.slices.objects.get(slice))
                         .collect(),
                 };
-                let identity = |pod: &str| self.pods.objects.get(pod).and_then(|id| id.as_deref());
+                let identity = |pod: &str| {
+                    let view = self.pods.objects.get(pod)?;
+                    view.identity.as_deref()
+                };
                 let (endpoints, rejections) = translate::endpoints(&slices, identity);
                 (Outcome::Defined(Object::Endpoints(endpoints)), rejections)
             }
@@ -345,6 +389,33 @@ impl Cluster {
                 Some(policy) => defined(translate::authorization_policy(policy)),
             },
         }
+    }
+}
+
+impl Cluster {
+    /// The addresses of pod `namespace/name` that the slices pointing at it list.
+    fn listed_addresses(&self, pod: &str) -> BTreeSet<String> {
+        let (namespace, name) = pod.split_once('/').unwrap_or_default();
+        self.slices_by_pod
+            .get(pod)
+            .into_iter()
+            .flatten()
+            .filter_map(|slice| self.slices.objects.get(slice))
+            .flat_map(|slice| {
+                let slice_namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
+                slice.endpoints.iter().filter(move |endpoint| {
+                    endpoint.target_ref.as_ref().is_some_and(|target| {
+                        target.kind.as_deref() == Some("Pod")
+                            && target.name.as_deref() == Some(name)
+                            && target.namespace.as_deref().unwrap_or(slice_namespace) == namespace
+                    })
+                })
+            })
+            .flat_map(|endpoint| &endpoint.addresses)
+            // The canonical spelling, as the pod's own addresses are kept.
+            .filter_map(|address| address.parse::<std::net::IpAddr>().ok())
+            .map(|ip| ip.to_string())
+            .collect()
     }
 }
 
@@ -364,6 +435,17 @@ fn these(keys: impl IntoIterator<Item = ObjectKey>) -> Affected {
 fn strip<K: kube::Resource>(mut object: K) -> K {
     object.meta_mut().managed_fields = None;
     object
+}
+
+/// Whether a pod may need an Endpoints of its own: it runs meshed, with addresses.
+fn has_own_endpoints(pod: &PodView) -> bool {
+    pod.identity.is_some() && !pod.addresses.is_empty()
+}
+
+/// The key of pod `namespace/name`'s own Endpoints.
+fn own_endpoints(pod: &str) -> ObjectKey {
+    let (namespace, name) = pod.split_once('/').unwrap_or_default();
+    ObjectKey::new(Kind::Endpoints, namespace, &pod_endpoints_name(name))
 }
 
 /// The `namespace/name` of the service a slice belongs to.

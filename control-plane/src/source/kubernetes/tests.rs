@@ -155,13 +155,15 @@ fn nothing_reaches_proxies_until_every_watch_has_listed() {
             "AuthorizationPolicy shop/db-callers",
             "Endpoints kube-system/kube-dns",
             "Endpoints shop/db",
+            "Endpoints shop/pod.cart-worker-5b7c9d8f4-k2x8m",
             "Endpoints shop/web",
             "Route shop/web-canary",
             "Service kube-system/kube-dns",
             "Service shop/db",
             "Service shop/web",
         ],
-        "no ExternalName service, no broken route"
+        "no ExternalName service, no broken route; the worker that backs no service \
+         has endpoints of its own"
     );
     let rejections = fixture.rejections();
     assert_eq!(rejections.len(), 1, "{rejections:#?}");
@@ -201,6 +203,41 @@ fn a_pod_seen_after_its_slice_gives_its_endpoints_their_identity() {
         identity_of(&after, "10.244.2.7"),
         "",
         "another pod, still unseen"
+    );
+}
+
+#[test]
+fn a_meshed_pod_that_backs_no_service_is_known_by_its_identity_while_it_runs() {
+    let mut fixture = Fixture::listed();
+    let own = "shop/pod.cart-worker-5b7c9d8f4-k2x8m";
+    let worker = "spiffe://cluster.local/ns/shop/sa/cart-worker";
+    assert_eq!(identity_of(&fixture.endpoints(own), "10.244.3.14"), worker);
+
+    // Its second replica starts: once it runs with an address, it is known too.
+    let mut second: Pod = named(PODS, "cart-worker-5b7c9d8f4-p7q4r");
+    let status = second.status.as_mut().unwrap();
+    status.phase = Some("Running".into());
+    status.pod_ip = Some("10.244.2.31".into());
+    fixture.apply(Change::Pod(Event::Apply(second.clone())));
+    assert_eq!(
+        identity_of(
+            &fixture.endpoints("shop/pod.cart-worker-5b7c9d8f4-p7q4r"),
+            "10.244.2.31"
+        ),
+        worker
+    );
+
+    // The first one is deleted, the second finishes: neither address is anyone's.
+    fixture.apply(Change::Pod(Event::Delete(named(
+        PODS,
+        "cart-worker-5b7c9d8f4-k2x8m",
+    ))));
+    second.status.as_mut().unwrap().phase = Some("Succeeded".into());
+    fixture.apply(Change::Pod(Event::Apply(second)));
+    let names = fixture.names();
+    assert!(
+        !names.iter().any(|name| name.contains("cart-worker")),
+        "{names:?}"
     );
 }
 
@@ -424,6 +461,7 @@ async fn through_a_real_client_the_source_lists_the_cluster_then_follows_its_wat
             "Service shop/web",
             "Endpoints kube-system/kube-dns",
             "Endpoints shop/db",
+            "Endpoints shop/pod.cart-worker-5b7c9d8f4-k2x8m",
             "Endpoints shop/web",
             "Route shop/web-canary",
             "AuthorizationPolicy shop/db-callers",

@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | Service | Service: cluster IPs (none when headless), TCP ports with their target port (number or name) and protocol hint |
 //! | the EndpointSlices of a service (label `kubernetes.io/service-name`) | one Endpoints: every address, the slice's TCP ports, readiness, zone, the pod and its identity |
-//! | Pod | the identity of its endpoints: `spiffe://<trust domain>/ns/<ns>/sa/<serviceAccountName>`, when it runs the proxy |
+//! | Pod | the identity of its endpoints: `spiffe://<trust domain>/ns/<ns>/sa/<serviceAccountName>`, when it runs the proxy; and while it runs, an Endpoints of its own (`pod.<name>`) with that identity and the addresses of it no slice lists, so that calls to the pod itself are mTLS whether or not it backs a Service |
 //! | Route, AuthorizationPolicy | the same, through `crate::crd` |
 //!
 //! What cannot be represented is left out rather than taking the whole object down:
@@ -25,7 +25,7 @@ use trellis_proto::discovery::v1 as pb;
 use trellis_proto::discovery::v1::service_port;
 
 use crate::crd::{self, AuthorizationPolicySpec, RouteSpec};
-use crate::model::Object;
+use crate::model::{Object, pod_endpoints_name};
 use crate::source::Rejection;
 
 /// The annotation on a Service listing ports whose traffic is opaque TCP: never
@@ -330,6 +330,85 @@ pub fn pod_identity(pod: &Pod, trust_domain: &str) -> Option<String> {
         .unwrap_or("default");
     let id = SpiffeId::for_service_account(trust_domain, namespace, account).ok()?;
     Some(id.to_string())
+}
+
+/// What the source keeps of a pod: all that translation reads of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodView {
+    /// The identity its endpoints are reached as ([`pod_identity`]).
+    pub identity: Option<String>,
+    /// Its addresses while it runs meshed (phase `Running`, with a pod IP): what its
+    /// own Endpoints lists. Empty otherwise, so that a finished pod's address, which
+    /// the cluster may give to another pod, is nobody's.
+    pub addresses: Vec<String>,
+}
+
+/// The part of `pod` that translation reads.
+pub fn pod_view(pod: &Pod, trust_domain: &str) -> PodView {
+    let identity = pod_identity(pod, trust_domain);
+    let status = pod.status.as_ref();
+    let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
+    let mut addresses = Vec::new();
+    if identity.is_some() && running {
+        // `podIPs` holds `podIP` first and, when dual-stack, the other family's;
+        // older objects may have `podIP` alone.
+        let listed = status
+            .and_then(|s| s.pod_ips.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|ip| ip.ip.as_str());
+        let single = status.and_then(|s| s.pod_ip.as_deref());
+        for ip in listed.chain(single) {
+            // The canonical spelling, as for slices, so one address is one entry.
+            if let Ok(ip) = ip.parse::<IpAddr>()
+                && !addresses.contains(&ip.to_string())
+            {
+                addresses.push(ip.to_string());
+            }
+        }
+    }
+    PodView {
+        identity,
+        addresses,
+    }
+}
+
+/// The Endpoints of a meshed, running pod itself (`pod.<name>`): each of its
+/// addresses that no slice lists (`listed`), with its identity, so that a proxy
+/// reaches the pod over mTLS when it is called by address, as it reaches the
+/// addresses its Services' slices list. `None` when nothing is left to list, which
+/// is the common case: most pods back a Service, and every push carries every
+/// Endpoints, so listing them twice would double what each change sends.
+pub fn pod_endpoints(
+    namespace: &str,
+    name: &str,
+    pod: &PodView,
+    listed: impl Fn(&str) -> bool,
+) -> Option<pb::Endpoints> {
+    let identity = pod.identity.as_deref()?;
+    let endpoints: Vec<pb::Endpoint> = pod
+        .addresses
+        .iter()
+        .filter(|address| !listed(address))
+        .map(|address| pb::Endpoint {
+            address: address.clone(),
+            ports: Vec::new(),
+            identity: identity.to_string(),
+            weight: 1,
+            zone: String::new(),
+            // The pod's own address: readiness is for its Services' endpoints.
+            ready: true,
+            pod: key(namespace, name),
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return None;
+    }
+    Some(pb::Endpoints {
+        name: pod_endpoints_name(name),
+        namespace: namespace.to_string(),
+        endpoints,
+    })
 }
 
 /// A Route custom resource, read as the raw object the API server served, so that

@@ -14,26 +14,57 @@ use crate::source::kubernetes::KubernetesSource;
 use crate::source::kubernetes::translate::tests::{PODS, SLICES, named};
 
 #[test]
-fn a_pods_status_updates_affect_nothing_but_its_identity_does() {
+fn a_pods_status_updates_affect_nothing_but_its_identity_and_addresses_do() {
     let mut cluster = Cluster::new("cluster.local");
     let mut pod: Pod = named(PODS, "web-7d9f8b6c5-x2k4q");
     cluster.apply(Change::Slice(Event::Apply(named(SLICES, "web-abc12"))));
     let web = ObjectKey::new(Kind::Endpoints, "shop", "web");
+    let own = ObjectKey::new(Kind::Endpoints, "shop", "pod.web-7d9f8b6c5-x2k4q");
     assert_eq!(
         cluster.apply(Change::Pod(Event::Apply(pod.clone()))),
-        Affected::These([web.clone()].into()),
-        "its identity is new"
+        Affected::These([web.clone(), own.clone()].into()),
+        "its identity and addresses are new"
     );
-    pod.status.as_mut().unwrap().phase = Some("Running".into());
+    // The IPv4 slice lists one of its addresses; its own Endpoints holds the other.
+    let (outcome, _) = cluster.translate(&own);
+    let Outcome::Defined(Object::Endpoints(endpoints)) = outcome else {
+        panic!("no own endpoints: {outcome:?}");
+    };
+    let addresses: Vec<&str> = endpoints
+        .endpoints
+        .iter()
+        .map(|e| e.address.as_str())
+        .collect();
+    assert_eq!(addresses, ["fd00:10:244:1::5"]);
+
+    // Readiness flaps, a new resource version: its Services' slices say so, the pod's
+    // own endpoints do not change.
+    let status = pod.status.as_mut().unwrap();
+    status.conditions.as_mut().unwrap()[0].status = "False".into();
     pod.metadata.resource_version = Some("48999".into());
     assert_eq!(
         cluster.apply(Change::Pod(Event::Apply(pod.clone()))),
         Affected::These([].into())
     );
+    // The IPv6 slice comes: it lists the other address, nothing is left to the pod's own.
+    assert_eq!(
+        cluster.apply(Change::Slice(Event::Apply(named(SLICES, "web-v6x9k")))),
+        Affected::These([web.clone(), own.clone()].into())
+    );
+    assert_eq!(cluster.translate(&own).0, Outcome::Gone);
+    cluster.apply(Change::Slice(Event::Delete(named(SLICES, "web-v6x9k"))));
+
+    // It finished: its address is no longer its own, its identity stays.
+    pod.status.as_mut().unwrap().phase = Some("Succeeded".into());
+    assert_eq!(
+        cluster.apply(Change::Pod(Event::Apply(pod.clone()))),
+        Affected::These([own.clone()].into())
+    );
+    assert_eq!(cluster.translate(&own).0, Outcome::Gone);
     assert_eq!(
         cluster.apply(Change::Pod(Event::Delete(pod))),
         Affected::These([web].into()),
-        "its identity is gone"
+        "its identity is gone; it had no address of its own left"
     );
 }
 
@@ -80,7 +111,9 @@ fn large_slice(n: usize) -> EndpointSlice {
     .unwrap()
 }
 
+/// The running pod behind endpoint `i` of [`large_slice`]`(n)`, at its address.
 fn large_pod(n: usize, i: usize) -> Pod {
+    let ip = format!("10.{}.{}.{}", n / 250, n % 250, i + 1);
     serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -88,7 +121,8 @@ fn large_pod(n: usize, i: usize) -> Pod {
         "spec": {
             "serviceAccountName": format!("svc-{n}"),
             "containers": [{"name": "app"}, {"name": "trellis-proxy"}]
-        }
+        },
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
     }))
     .unwrap()
 }

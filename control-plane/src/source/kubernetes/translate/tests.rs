@@ -437,6 +437,64 @@ fn a_pod_has_its_service_accounts_identity_only_when_it_runs_the_proxy() {
 }
 
 #[test]
+fn a_running_meshed_pod_has_endpoints_of_its_own_with_every_address() {
+    let view = |name: &str| pod_view(&named(PODS, name), TRUST_DOMAIN);
+    let own = |name: &str| pod_endpoints("shop", name, &view(name), |_| false);
+    let worker = "spiffe://cluster.local/ns/shop/sa/cart-worker";
+    let endpoint = |address: &str| pb::Endpoint {
+        address: address.into(),
+        ports: vec![],
+        identity: worker.into(),
+        weight: 1,
+        zone: String::new(),
+        ready: true,
+        pod: "shop/cart-worker-5b7c9d8f4-k2x8m".into(),
+    };
+    // A worker no Service selects, with the proxy the injector added as a native
+    // sidecar, and an address of each family.
+    let endpoints = own("cart-worker-5b7c9d8f4-k2x8m").unwrap();
+    assert_eq!(
+        endpoints,
+        pb::Endpoints {
+            name: "pod.cart-worker-5b7c9d8f4-k2x8m".into(),
+            namespace: "shop".into(),
+            endpoints: vec![endpoint("10.244.3.14"), endpoint("fd00:10:244:3::e")],
+        }
+    );
+    validate(&Object::Endpoints(endpoints)).unwrap();
+    // Only the addresses no slice lists: a pod that backs a Service is reached as
+    // its endpoints say, and a dual-stack pod of a single-stack Service by the rest.
+    let listed = ["10.244.3.14".to_string()];
+    let rest = pod_endpoints(
+        "shop",
+        "cart-worker-5b7c9d8f4-k2x8m",
+        &view("cart-worker-5b7c9d8f4-k2x8m"),
+        |a| listed.contains(&a.to_string()),
+    );
+    assert_eq!(rest.unwrap().endpoints, [endpoint("fd00:10:244:3::e")]);
+    assert_eq!(pod_endpoints("shop", "db-0", &view("db-0"), |_| true), None);
+
+    assert_eq!(
+        own("cart-worker-5b7c9d8f4-p7q4r"),
+        None,
+        "pending, no address yet"
+    );
+    assert_eq!(
+        own("report-29145630-h5j2k"),
+        None,
+        "finished: its address may be another pod's now"
+    );
+    assert_eq!(own("web-7d9f8b6c5-m3n4p"), None, "not meshed");
+    assert_eq!(own("coredns-674b8bbfcf-7xk2p"), None, "not meshed");
+
+    // An object whose status has `podIP` alone, as older API servers wrote it.
+    let mut pod: Pod = named(PODS, "cart-worker-5b7c9d8f4-k2x8m");
+    pod.status.as_mut().unwrap().pod_ips = None;
+    let view = pod_view(&pod, TRUST_DOMAIN);
+    assert_eq!(view.addresses, ["10.244.3.14"]);
+}
+
+#[test]
 fn trellis_custom_resources_translate_and_a_bad_one_is_rejected_with_its_field() {
     let Object::Route(route) = route(&named(ROUTES, "web-canary")).unwrap() else {
         panic!("not a route")
