@@ -154,26 +154,40 @@ fn a_service_without_endpoints_resolves_to_an_empty_target() {
 }
 
 #[test]
-fn an_invalid_set_is_refused_and_the_previous_one_stays() {
+fn an_invalid_set_is_refused_with_the_object_and_what_is_wrong() {
+    // That the previous set then stays in force is the discovery client's to keep:
+    // `discovery::tests::a_refused_set_is_nacked_at_once_and_its_type_keeps_the_last_good_one`.
     let good = shop().resources().clone();
-    for bad in [
-        endpoints("shop", "web", vec![endpoint("10.1.0.999", "", true)]),
-        endpoints(
-            "shop",
-            "web",
-            vec![endpoint("10.1.0.2", "https://x/ns/a/sa/b", true)],
+    for (bad, reason) in [
+        (
+            endpoints("shop", "web", vec![endpoint("10.1.0.999", "", true)]),
+            "Endpoints shop/web: address \"10.1.0.999\" is not an IP address",
         ),
-        service("shop", "web", "not-an-ip", vec![]),
-        pb::Resource { kind: None },
+        (
+            endpoints(
+                "shop",
+                "web",
+                vec![endpoint("10.1.0.2", "https://x/ns/a/sa/b", true)],
+            ),
+            "Endpoints shop/web: endpoint 10.1.0.2: ",
+        ),
+        (
+            service("shop", "web", "not-an-ip", vec![]),
+            "Service shop/web: cluster IP \"not-an-ip\" is not an IP address",
+        ),
+        (
+            service("shop", "web", "10.96.0.10", vec![port(70000, None)]),
+            "Service shop/web: port 70000 is out of range",
+        ),
+        (pb::Resource { kind: None }, "resource ?: has no kind"),
     ] {
         let type_url = match &bad.kind {
             Some(Kind::Service(_)) => type_url::SERVICE,
             _ => type_url::ENDPOINTS,
         };
         let err = good.with(type_url, "8".into(), vec![bad]).unwrap_err();
-        assert!(!err.to_string().is_empty());
+        assert!(err.to_string().starts_with(reason), "{err}");
     }
-    assert_eq!(good.version(type_url::ENDPOINTS), Some("7"));
     let wrong_type = good
         .with(
             type_url::ROUTE,
@@ -186,6 +200,28 @@ fn an_invalid_set_is_refused_and_the_previous_one_stays() {
             .to_string()
             .contains("in a trellis.discovery.v1.Route response")
     );
+}
+
+#[test]
+fn a_pods_own_endpoints_give_its_address_an_identity_and_no_service_address() {
+    // As the controller publishes a meshed pod that backs no service.
+    let resources = Resources::default()
+        .with(
+            type_url::ENDPOINTS,
+            "1".into(),
+            vec![endpoints(
+                "shop",
+                "pod.worker-1",
+                vec![endpoint("10.1.0.9", WEB, true)],
+            )],
+        )
+        .unwrap();
+    let directory = Directory::build(resources, Default::default());
+    match directory.resolve(dst("10.1.0.9:8080")) {
+        Destination::Pod { identity } => assert_eq!(identity.as_str(), WEB),
+        other => panic!("expected the pod, got {other:?}"),
+    }
+    assert_eq!(directory.view().services.len(), 0);
 }
 
 #[test]
