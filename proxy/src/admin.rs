@@ -130,3 +130,86 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use trellis_proto::discovery::v1 as pb;
+
+    use super::*;
+    use crate::directory::Resources;
+    use crate::identity::tests::TestCa;
+
+    const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
+
+    fn state(ca: &TestCa) -> State {
+        let identity = ca.identity();
+        State {
+            config: Arc::new(Config::new(
+                "127.0.0.1:9".into(),
+                "spiffe://cluster.local/ns/trellis-system/sa/trellis-controller"
+                    .parse()
+                    .unwrap(),
+                crate::config::TrustAnchorsSource::Inline(ca.pem()),
+                "/nonexistent/token".into(),
+            )),
+            identity,
+            directory: Arc::new(ArcSwap::from_pointee(Directory::default())),
+            metrics: Arc::new(Metrics::new()),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// A directory holding an empty set of each of `types`.
+    fn sets_of(types: &[&'static str]) -> Arc<Directory> {
+        let mut resources = Resources::default();
+        for type_url in types {
+            resources.replace(type_url, "v1".into(), Vec::<pb::Resource>::new());
+        }
+        Arc::new(Directory::build(resources, Default::default()))
+    }
+
+    #[test]
+    fn ready_waits_for_a_certificate_and_a_first_set_of_every_type() {
+        let ca = TestCa::new();
+        let state = state(&ca);
+        assert_eq!(
+            readiness(&state),
+            Err("not ready: no workload certificate yet\n")
+        );
+
+        state
+            .identity
+            .install(ca.certify(WEB, Duration::from_secs(3600)));
+        assert_eq!(
+            readiness(&state),
+            Err("not ready: no configuration from the controller yet\n")
+        );
+        // Every type but one is not enough: its set, even an empty one, must come.
+        for missing in type_url::ALL {
+            let others: Vec<&'static str> = type_url::ALL
+                .into_iter()
+                .filter(|t| *t != missing)
+                .collect();
+            state.directory.store(sets_of(&others));
+            assert!(readiness(&state).is_err(), "ready without {missing}");
+        }
+        state.directory.store(sets_of(&type_url::ALL));
+        assert_eq!(readiness(&state), Ok(()));
+
+        // A certificate past its end is none.
+        state.identity.install(ca.certify(WEB, Duration::ZERO));
+        assert_eq!(
+            readiness(&state),
+            Err("not ready: no workload certificate yet\n")
+        );
+        state
+            .identity
+            .install(ca.certify(WEB, Duration::from_secs(3600)));
+        assert_eq!(readiness(&state), Ok(()));
+
+        state.shutdown.cancel();
+        assert_eq!(readiness(&state), Err("not ready: shutting down\n"));
+    }
+}

@@ -7,7 +7,8 @@
 //! four times: an endpoint is added, one is removed, the port's target changes, and
 //! its protocol is pinned to TCP. After each edit the client's sidecar shows the new
 //! config on `/config` within a few seconds (a deadline, not a measurement: the time
-//! each edit took is printed), and its calls go where the edit says.
+//! each edit took is printed), and its calls go where the edit says, and are handled
+//! as the edit says (opaque TCP after the last one, never detected).
 
 use std::net::SocketAddrV4;
 use std::time::Duration;
@@ -82,8 +83,20 @@ fn an_operator_edits_the_mesh_yaml_and_the_proxies_follow_without_restart() -> a
     assert_eq!(answers(client, service)?, vec!["b:7071"; CALLS]);
 
     // 4. The port's protocol, detected until now, is pinned to opaque TCP: the
-    // sidecar shows it, and the calls still arrive.
+    // sidecar shows it, and from then on forwards the calls without reading their
+    // first bytes (the `opaque_port` detection outcome, where until now it read them
+    // and found them `opaque`), and they still arrive.
     assert_eq!(client.config()?.protocol_of(service), Some("detect"));
+    let outbound = |protocol| {
+        let metrics = client.metrics()?;
+        anyhow::Ok(metrics.sum(
+            "detect_total",
+            &[("direction", "outbound"), ("protocol", protocol)],
+        ))
+    };
+    let (detected, skipped) = (outbound("opaque")?, outbound("opaque_port")?);
+    assert!(detected >= CALLS as f64, "the calls so far were detected");
+    assert_eq!(skipped, 0.0);
     mesh.write_config(
         "echo.yaml",
         &echo_service_yaml(vip, 7071, Some("TCP"), &[b]),
@@ -93,6 +106,8 @@ fn an_operator_edits_the_mesh_yaml_and_the_proxies_follow_without_restart() -> a
     })?;
     eprintln!("protocol TCP: in the client's sidecar after {took:?}");
     assert_eq!(answers(client, service)?, vec!["b:7071"; CALLS]);
+    assert_eq!(outbound("opaque_port")?, CALLS as f64, "never detected");
+    assert_eq!(outbound("opaque")?, detected, "none read for detection");
 
     // Every change arrived over the one stream the sidecar opened at start.
     assert_eq!(
