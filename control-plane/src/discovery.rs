@@ -5,8 +5,9 @@
 //! Each stream is one task that waits on three things: the proxy's next request, the
 //! model's next snapshot, and shutdown. After each, it sends whatever is due
 //! (`subscriptions.rs` decides what that is), so a burst of snapshots the proxy was
-//! too slow to take collapses into the latest. The stream records the proxy, and each
-//! push, ACK and NACK, in the [`Proxies`] registry.
+//! too slow to take collapses into the latest. The stream records the proxy (what
+//! it reports in `node`, and the identity its TLS client certificate proved, if it
+//! presented one), and each push, ACK and NACK, in the [`Proxies`] registry.
 //!
 //! A stream ends when the proxy hangs up (cleanly or not); on controller shutdown it
 //! ends with `UNAVAILABLE`, which tells the proxy to reconnect elsewhere or later.
