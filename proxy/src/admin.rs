@@ -174,14 +174,13 @@ mod tests {
     fn ready_waits_for_a_certificate_and_a_first_set_of_every_type() {
         let ca = TestCa::new();
         let state = state(&ca);
+        let certify = || ca.certify(WEB, Duration::from_secs(3600));
         assert_eq!(
             readiness(&state),
             Err("not ready: no workload certificate yet\n")
         );
 
-        state
-            .identity
-            .install(ca.certify(WEB, Duration::from_secs(3600)));
+        state.identity.install(certify());
         assert_eq!(
             readiness(&state),
             Err("not ready: no configuration from the controller yet\n")
@@ -204,9 +203,7 @@ mod tests {
             readiness(&state),
             Err("not ready: no workload certificate yet\n")
         );
-        state
-            .identity
-            .install(ca.certify(WEB, Duration::from_secs(3600)));
+        state.identity.install(certify());
         assert_eq!(readiness(&state), Ok(()));
 
         state.shutdown.cancel();

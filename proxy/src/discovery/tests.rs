@@ -92,12 +92,22 @@ fn said(answers: &[pb::DiscoveryRequest]) -> Vec<String> {
 }
 
 /// Where a call to `addr` goes now: the endpoints of a service, or nowhere known.
-fn route(discovery: &Discovery, addr: &str) -> Vec<SocketAddr> {
+fn route(discovery: &Discovery, addr: &str) -> Vec<String> {
     let dst = OrigDstAddr(addr.parse().unwrap());
     match discovery.directory.load().resolve(dst) {
-        Destination::Service(target) => target.endpoints.iter().map(|e| e.addr).collect(),
+        Destination::Service(target) => target
+            .endpoints
+            .iter()
+            .map(|e| e.addr.to_string())
+            .collect(),
         _ => Vec::new(),
     }
+}
+
+/// The Service set with web and a new service, cart, at 10.96.0.11.
+fn web_and_cart(more_in_snapshot: bool) -> pb::DiscoveryResponse {
+    let services = vec![service("web", "10.96.0.10"), service("cart", "10.96.0.11")];
+    response(type_url::SERVICE, "s2", services, more_in_snapshot)
 }
 
 /// A stream that has been sent (and has applied) web at 10.96.0.10 → 10.1.0.2:8080,
@@ -138,23 +148,18 @@ fn synced() -> (Discovery, Pending) {
         ],
         "every type at once, when the last has been answered"
     );
-    assert_eq!(
-        route(&discovery, "10.96.0.10:80"),
-        ["10.1.0.2:8080".parse::<SocketAddr>().unwrap()]
-    );
+    assert_eq!(route(&discovery, "10.96.0.10:80"), ["10.1.0.2:8080"]);
     (discovery, pending)
 }
 
 #[test]
 fn a_new_service_and_its_endpoints_are_swapped_in_together() {
     let (discovery, mut pending) = synced();
-    let cart = response(
-        type_url::SERVICE,
-        "s2",
-        vec![service("web", "10.96.0.10"), service("cart", "10.96.0.11")],
-        true,
+    assert!(
+        discovery
+            .receive(&mut pending, web_and_cart(true))
+            .is_empty()
     );
-    assert!(discovery.receive(&mut pending, cart).is_empty());
     assert!(
         route(&discovery, "10.96.0.11:80").is_empty(),
         "the service waits for its endpoints"
@@ -176,10 +181,7 @@ fn a_new_service_and_its_endpoints_are_swapped_in_together() {
             "ACK trellis.discovery.v1.Service@s2"
         ]
     );
-    assert_eq!(
-        route(&discovery, "10.96.0.11:80"),
-        ["10.1.0.5:8080".parse::<SocketAddr>().unwrap()]
-    );
+    assert_eq!(route(&discovery, "10.96.0.11:80"), ["10.1.0.5:8080"]);
     let metrics = discovery.metrics.encode();
     assert!(
         metrics.contains(
@@ -206,10 +208,7 @@ fn a_target_port_renamed_on_both_sides_never_applies_to_the_old_endpoints() {
             .is_empty()
     );
     // Applied alone, the new service would find no port `web` on the old endpoints.
-    assert_eq!(
-        route(&discovery, "10.96.0.10:80"),
-        ["10.1.0.2:8080".parse::<SocketAddr>().unwrap()]
-    );
+    assert_eq!(route(&discovery, "10.96.0.10:80"), ["10.1.0.2:8080"]);
     let mut moved = endpoints("web", "10.1.0.2", 9090);
     if let Some(Kind::Endpoints(e)) = &mut moved.kind {
         e.endpoints[0].ports[0].name = "web".into();
@@ -218,22 +217,17 @@ fn a_target_port_renamed_on_both_sides_never_applies_to_the_old_endpoints() {
         &mut pending,
         response(type_url::ENDPOINTS, "e2", vec![moved], false),
     );
-    assert_eq!(
-        route(&discovery, "10.96.0.10:80"),
-        ["10.1.0.2:9090".parse::<SocketAddr>().unwrap()]
-    );
+    assert_eq!(route(&discovery, "10.96.0.10:80"), ["10.1.0.2:9090"]);
 }
 
 #[test]
 fn a_refused_set_is_nacked_at_once_and_its_type_keeps_the_last_good_one() {
     let (discovery, mut pending) = synced();
-    let good = response(
-        type_url::SERVICE,
-        "s2",
-        vec![service("web", "10.96.0.10"), service("cart", "10.96.0.11")],
-        true,
+    assert!(
+        discovery
+            .receive(&mut pending, web_and_cart(true))
+            .is_empty()
     );
-    assert!(discovery.receive(&mut pending, good).is_empty());
     let bad = response(
         type_url::ENDPOINTS,
         "e2",
@@ -330,10 +324,7 @@ fn a_controller_that_does_not_mark_snapshots_has_each_response_applied_alone() {
     };
     let answers = discovery.receive(&mut pending, unmarked);
     assert_eq!(said(&answers), ["ACK trellis.discovery.v1.Endpoints@e2"]);
-    assert_eq!(
-        route(&discovery, "10.96.0.10:80"),
-        ["10.1.0.3:8080".parse::<SocketAddr>().unwrap()]
-    );
+    assert_eq!(route(&discovery, "10.96.0.10:80"), ["10.1.0.3:8080"]);
 }
 
 #[test]
