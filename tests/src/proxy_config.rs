@@ -45,6 +45,17 @@ impl ProxyConfig {
             .collect()
     }
 
+    /// The consecutive failures the balancer holds against `endpoint` of the service
+    /// at `addr` (each one ejects it for a longer backoff); `None` if it is not listed.
+    pub fn failures_of(&self, addr: SocketAddrV4, endpoint: SocketAddrV4) -> Option<u64> {
+        self.service(addr)["endpoints"]
+            .as_array()?
+            .iter()
+            .find(|e| e["addr"].as_str() == Some(endpoint.to_string().as_str()))?["balancer"]
+            ["failures"]
+            .as_u64()
+    }
+
     /// How the proxy treats the service port at `addr`: `detect`, `tcp`, `http1`, ….
     pub fn protocol_of(&self, addr: SocketAddrV4) -> Option<&str> {
         self.service(addr)["protocol"].as_str()

@@ -1,9 +1,15 @@
-//! Requests to a service spread over its endpoints, and keep succeeding when one goes.
+//! Requests to a service spread over its endpoints, and keep succeeding when one of
+//! them fails while discovery still lists it.
 //!
 //! Service `shop/echo` has a virtual IP, port 80, and three endpoints, pods "a", "b"
 //! and "c", each running an HTTP app that answers with its pod's name. A client pod
 //! calls the virtual IP with curl. The client's sidecar picks an endpoint for every
 //! request; the app's answer says which one it picked.
+//!
+//! Failure is what a crash looks like before anyone updates the endpoints: c's app
+//! dies (c's sidecar then answers that it cannot reach it), later c's sidecar dies too
+//! (nothing accepts on c any more). The client's sidecar must notice each, take c out
+//! for a backoff, and send the requests that c could not serve to a or b.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
@@ -18,8 +24,9 @@ use trellis_tests::{
 const CURL: (&str, &str) = ("curl", "curl");
 /// With three endpoints, ample for each to take some.
 const SPREAD: usize = 30;
-/// Requests made after "c" is gone: enough that a route to it would have shown.
-const AFTER_LOSS: usize = 20;
+/// Requests made in each phase after c fails: enough that a route to it would have
+/// shown (c's backoff starts at one second; many requests fall after a probe).
+const AFTER_LOSS: usize = 40;
 /// The caller stops at this many requests, whatever happens.
 const MAX_REQUESTS: usize = 1000;
 const PUSHED: Duration = Duration::from_secs(10);
@@ -27,8 +34,8 @@ const SETTLE: Duration = Duration::from_secs(60);
 
 /// The phases of the story in which a request started.
 const BEFORE: u8 = 0;
-const REMOVED: u8 = 1;
-const KILLED: u8 = 2;
+const APP_KILLED: u8 = 1;
+const POD_KILLED: u8 = 2;
 
 /// The service, its three endpoints with their apps, and the client.
 struct Scene {
@@ -125,7 +132,7 @@ fn tally<'a>(names: impl IntoIterator<Item = &'a String>) -> BTreeMap<&'a str, u
 }
 
 #[test]
-fn requests_spread_over_three_endpoints_and_keep_succeeding_when_one_is_removed_and_killed()
+fn requests_spread_over_three_endpoints_and_keep_succeeding_when_one_dies_while_still_listed()
 -> anyhow::Result<()> {
     if !host_can_run_pods(&[CURL]) {
         return Ok(());
@@ -145,9 +152,28 @@ fn requests_spread_over_three_endpoints_and_keep_succeeding_when_one_is_removed_
         "who answered {SPREAD} requests: {counts:?}"
     );
 
-    // 2. While requests keep coming, "c" leaves as a deleted pod does: it is taken
-    // out of the service's endpoints, then its sidecar and app die (SIGKILL) and its
-    // network namespace is deleted.
+    // An app's own 5xx is its answer: passed through as it is, sent once, and held
+    // against no endpoint.
+    let before: usize = scene.apps.iter().map(HttpApp::requests).sum();
+    let run = curl_in(
+        scene.client.netns(),
+        &[&format!("http://{}/status/502", scene.service)],
+    )?;
+    let transfer = run.transfer()?;
+    assert_eq!(transfer.status, 502, "{}", run.stderr);
+    assert!(transfer.header("x-app-name").is_some(), "{transfer:?}");
+    assert_eq!(transfer.header("trellis-proxy-error"), None, "{transfer:?}");
+    let after: usize = scene.apps.iter().map(HttpApp::requests).sum();
+    assert_eq!(after - before, 1, "the app's 502 was retried");
+    let config = scene.client.config()?;
+    for pod in &scene.endpoints {
+        let endpoint = SocketAddrV4::new(pod.ip, ECHO_PORT);
+        let failures = config.failures_of(scene.service, endpoint);
+        assert_eq!(failures, Some(0), "{} was ejected: {config}", pod.name);
+    }
+
+    // 2. While requests keep coming, c fails and stays listed: first its app dies,
+    // then its sidecar is killed (SIGKILL) as well.
     let mut scene = scene;
     let (stop, phase, done) = (
         AtomicBool::new(false),
@@ -155,7 +181,7 @@ fn requests_spread_over_three_endpoints_and_keep_succeeding_when_one_is_removed_
         AtomicUsize::new(0),
     );
     let requests_done = || done.load(Ordering::SeqCst);
-    let (outcomes, leaving) = std::thread::scope(|scope| {
+    let (outcomes, failing) = std::thread::scope(|scope| {
         let client = &scene.client;
         let caller = scope.spawn(|| {
             let mut outcomes = Vec::new();
@@ -166,30 +192,28 @@ fn requests_spread_over_three_endpoints_and_keep_succeeding_when_one_is_removed_
             }
             outcomes
         });
-        let mut leave = || -> anyhow::Result<()> {
-            let _ = wait_until(SETTLE, || requests_done() >= AFTER_LOSS);
-            let (a, b) = (&scene.endpoints[0], &scene.endpoints[1]);
-            publish(&scene.mesh, client, scene.service, &[a, b])?;
-            phase.store(REMOVED, Ordering::SeqCst);
-            let mut c = scene.endpoints.pop().expect("c is the last endpoint");
-            c.kill_sidecar()?;
+        let mut fail = || -> anyhow::Result<()> {
+            let _ = wait_until(SETTLE, || requests_done() >= SPREAD);
             drop(scene.apps.pop());
-            drop(c);
-            phase.store(KILLED, Ordering::SeqCst);
-            let killed_at = requests_done();
-            let _ = wait_until(SETTLE, || requests_done() >= killed_at + AFTER_LOSS);
+            phase.store(APP_KILLED, Ordering::SeqCst);
+            let at = requests_done();
+            let _ = wait_until(SETTLE, || requests_done() >= at + AFTER_LOSS);
+            scene.endpoints[2].kill_sidecar()?;
+            phase.store(POD_KILLED, Ordering::SeqCst);
+            let at = requests_done();
+            let _ = wait_until(SETTLE, || requests_done() >= at + AFTER_LOSS);
             Ok(())
         };
-        let leaving = leave();
+        let failing = fail();
         // The caller stops before any assertion can unwind through the scope.
         stop.store(true, Ordering::SeqCst);
-        (caller.join(), leaving)
+        (caller.join(), failing)
     });
-    leaving?;
+    failing?;
     let outcomes = outcomes.map_err(|_| anyhow::anyhow!("the calling thread panicked"))?;
 
-    // Every request succeeded, before, during and after; none reached "c" once it
-    // was removed; and the story did see requests after the kill.
+    // Every request succeeded, before, during and after; none was answered by c once
+    // its app had died; and each phase saw its share of requests.
     let failed: Vec<_> = outcomes.iter().filter(|(_, o)| o.is_err()).collect();
     assert!(
         failed.is_empty(),
@@ -199,25 +223,51 @@ fn requests_spread_over_three_endpoints_and_keep_succeeding_when_one_is_removed_
         &failed[..failed.len().min(3)],
         scene.client.proxy_log()
     );
-    let answered_after = |from| {
+    let answered_in = |during| {
         outcomes
             .iter()
-            .filter(move |(during, _)| *during >= from)
+            .filter(move |(d, _)| *d == during)
             .filter_map(|(_, outcome)| outcome.as_ref().ok())
     };
-    let after_removal = tally(answered_after(REMOVED));
+    for (during, what) in [(APP_KILLED, "its app died"), (POD_KILLED, "its pod died")] {
+        let answered = tally(answered_in(during));
+        assert!(
+            !answered.contains_key("c"),
+            "c answered after {what}: {answered:?}"
+        );
+        let count: usize = answered.values().sum();
+        assert!(
+            count >= AFTER_LOSS,
+            "only {count} requests were made after {what}"
+        );
+        eprintln!("after {what}: {answered:?}, none failed");
+    }
+
+    // 3. The client's sidecar held c's failures against it (it was ejected), while
+    // discovery still listed it.
+    let c = SocketAddrV4::new(scene.endpoints[2].ip, ECHO_PORT);
+    let config = scene.client.config()?;
     assert!(
-        !after_removal.contains_key("c"),
-        "c answered after it was removed: {after_removal:?}"
+        config.endpoints_of(scene.service).contains(&c),
+        "c was no longer listed: {config}"
     );
-    let after_kill = answered_after(KILLED).count();
+    let failures = config.failures_of(scene.service, c).unwrap_or_default();
+    assert!(failures >= 1, "c was never ejected: {config}");
+
+    // 4. c comes back: once its backoff has passed, a probe finds it and it takes
+    // requests again.
+    scene.endpoints[2].start_sidecar()?;
+    let c_pod = &scene.endpoints[2];
+    scene
+        .apps
+        .push(HttpApp::start_in(c_pod.netns(), ECHO_PORT, &c_pod.name)?);
+    let back = wait_until(SETTLE, || {
+        ask(&scene.client, &url).is_ok_and(|who| who == "c")
+    });
     assert!(
-        after_kill >= AFTER_LOSS,
-        "only {after_kill} requests were made after c was killed"
-    );
-    eprintln!(
-        "{} requests while c left, none failed; after its removal: {after_removal:?}",
-        outcomes.len()
+        back,
+        "c never took a request again\n{}",
+        scene.client.proxy_log()
     );
     Ok(())
 }

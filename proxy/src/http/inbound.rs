@@ -21,10 +21,10 @@ use trellis_identity::SpiffeId;
 
 use super::errors::Failure;
 use super::observe::Observer;
-use super::pool::{LocalPool, Version};
+use super::pool::{LocalPool, SendError, Version};
 use super::{
-    Body, CLIENT_ID, DST_PORT, ORIG_PROTO, boxed, is_grpc, is_upgrade, restore, shape_for,
-    strip_hop_by_hop, upgrade,
+    Body, CLIENT_ID, DST_PORT, ORIG_PROTO, PROXY_ERROR, boxed, is_grpc, is_upgrade, restore,
+    shape_for, strip_hop_by_hop, upgrade,
 };
 use crate::inbound::app_addr;
 use crate::listener::Direction;
@@ -127,11 +127,17 @@ impl HttpInbound {
         let request = Request::from_parts(parts, boxed(body));
         let sent = tokio::time::timeout(self.response_timeout, async {
             let conn = self.local.checkout(app, app_version).await?;
-            conn.send(request).await
+            conn.send(request).await.map_err(SendError::into_failure)
         })
         .await;
         let response = match sent {
-            Ok(Ok(response)) => restore(response, version),
+            Ok(Ok(response)) => {
+                let mut response = restore(response, version);
+                // Only the proxy reports its own failures: a peer's balancer reads
+                // this header as "the endpoint failed", never the app's answer.
+                response.headers_mut().remove(PROXY_ERROR);
+                response
+            }
             Ok(Err(failure)) => failure.respond(grpc),
             Err(_elapsed) => Failure::Timeout(self.response_timeout).respond(grpc),
         };

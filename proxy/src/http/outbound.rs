@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response, header};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use tokio_util::sync::CancellationToken;
@@ -22,10 +23,10 @@ use trellis_identity::SpiffeId;
 
 use super::errors::Failure;
 use super::observe::Observer;
-use super::pool::{Conn, LocalPool, MeshPool, Version};
+use super::pool::{Conn, LocalPool, MeshPool, SendError, Version};
 use super::{
-    Body, DST_PORT, ORIG_PROTO, boxed, is_grpc, is_upgrade, restore, shape_for, strip_hop_by_hop,
-    upgrade,
+    Body, DST_PORT, ORIG_PROTO, PROXY_ERROR, boxed, is_grpc, is_upgrade, restore, shape_for,
+    strip_hop_by_hop, upgrade,
 };
 use crate::balance::InFlight;
 use crate::directory::{Destination, Directory};
@@ -56,6 +57,49 @@ struct Chosen {
     addr: SocketAddr,
     identity: Option<SpiffeId>,
     in_flight: Option<InFlight>,
+}
+
+impl Chosen {
+    /// The endpoint answered: its latency counts, and it is healthy.
+    fn succeeded(&mut self) {
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.success();
+        }
+    }
+
+    /// The endpoint could not be reached, or its sidecar could not reach its app:
+    /// the balancer ejects it for a backoff.
+    fn failed(&mut self) {
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.failure();
+        }
+    }
+}
+
+/// The [`PROXY_ERROR`] kind a peer sidecar gives when it could not connect to its app:
+/// the request never reached the app.
+const UNREACHED: &str = "connect";
+
+/// Whether `response`, from `chosen`, is its sidecar reporting that the endpoint
+/// failed (it could not reach its app, or lost it mid-request), rather than the
+/// app's own answer; the kind it gave. Only a peer sidecar sets [`PROXY_ERROR`]: the
+/// inbound side removes it from every app response.
+fn peer_failure(chosen: &Chosen, response: &Response<Incoming>) -> Option<&'static str> {
+    chosen.identity.as_ref()?;
+    let kind = response.headers().get(PROXY_ERROR)?;
+    [UNREACHED, "upstream"]
+        .into_iter()
+        .find(|k| kind.as_bytes() == k.as_bytes())
+}
+
+/// A copy of a request without a body, to send again.
+fn replay_of(request: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(super::empty());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }
 
 impl HttpOutbound {
@@ -103,54 +147,85 @@ impl HttpOutbound {
                 peer.as_ref().map(ToString::to_string).unwrap_or_default(),
             )
         };
-        let mut tried = Vec::new();
-        let (chosen, conn) = loop {
-            let chosen = match self.choose(&destination, dst, &tried) {
+        if upgrading {
+            let chosen = match self.choose(&destination, dst, &[]) {
                 Ok(chosen) => chosen,
                 Err(failure) => return observe(&None).respond(failure.respond(grpc)),
             };
-            if upgrading {
-                break (chosen, None);
-            }
-            match self.connect(&chosen, version).await {
-                Ok(conn) => break (chosen, Some(conn)),
-                Err(failure) => {
-                    tracing::debug!(endpoint = %chosen.addr, %failure, "cannot connect");
-                    tried.push(chosen.addr);
-                    if let Some(in_flight) = chosen.in_flight {
-                        in_flight.failure();
-                    }
-                    let retry = matches!(destination, Destination::Service(_))
-                        && tried.len() < MAX_ATTEMPTS;
-                    if !retry {
-                        return observe(&chosen.identity).respond(failure.respond(grpc));
-                    }
-                }
-            }
-        };
-        let observer = observe(&chosen.identity);
-        let Some(conn) = conn else {
+            let observer = observe(&chosen.identity);
             let response = self.upgrade(request, chosen).await;
             return observer.respond(response.unwrap_or_else(|f| f.respond(false)));
-        };
-        let request = prepare(request, version, &chosen, dst);
-        let sent = tokio::time::timeout(self.response_timeout, conn.send(request)).await;
-        let response = match sent {
-            Ok(Ok(response)) => {
-                if let Some(in_flight) = chosen.in_flight {
-                    in_flight.success();
+        }
+
+        let mut request = request.map(boxed);
+        let mut tried = Vec::new();
+        loop {
+            let mut chosen = match self.choose(&destination, dst, &tried) {
+                Ok(chosen) => chosen,
+                Err(failure) => return observe(&None).respond(failure.respond(grpc)),
+            };
+            // Whether another endpoint may take this request if this one turns out
+            // not to have passed it on.
+            let another = match &destination {
+                Destination::Service(service) => {
+                    tried.len() + 1 < service.endpoints.len().min(MAX_ATTEMPTS)
                 }
-                restore(response, version)
-            }
-            Ok(Err(failure)) => {
-                if let Some(in_flight) = chosen.in_flight {
-                    in_flight.failure();
+                Destination::Pod { .. } | Destination::Passthrough => false,
+            };
+            let conn = match self.connect(&chosen, version).await {
+                Ok(conn) => conn,
+                Err(failure) => {
+                    tracing::debug!(endpoint = %chosen.addr, %failure, "cannot connect");
+                    chosen.failed();
+                    if another {
+                        tried.push(chosen.addr);
+                        continue;
+                    }
+                    return observe(&chosen.identity).respond(failure.respond(grpc));
                 }
-                failure.respond(grpc)
+            };
+            let prepared = prepare(request, version, &chosen, dst);
+            // A peer sidecar that could not reach its app never passed the request on:
+            // a request without a body can then go to another endpoint as it is. One
+            // with a body cannot, since its body has been read (and is not kept).
+            let replay = (another && chosen.identity.is_some() && prepared.body().is_end_stream())
+                .then(|| replay_of(&prepared));
+            let sent = tokio::time::timeout(self.response_timeout, conn.send(prepared)).await;
+            let response = match sent {
+                Ok(Ok(response)) => response,
+                Ok(Err(SendError::Unsent(unsent, failure))) => {
+                    tracing::debug!(endpoint = %chosen.addr, %failure, "connection closed before the request was sent");
+                    chosen.failed();
+                    if another {
+                        tried.push(chosen.addr);
+                        request = *unsent;
+                        continue;
+                    }
+                    return observe(&chosen.identity).respond(failure.respond(grpc));
+                }
+                Ok(Err(SendError::Failed(failure))) => {
+                    chosen.failed();
+                    return observe(&chosen.identity).respond(failure.respond(grpc));
+                }
+                Err(_elapsed) => {
+                    return observe(&chosen.identity)
+                        .respond(Failure::Timeout(self.response_timeout).respond(grpc));
+                }
+            };
+            match peer_failure(&chosen, &response) {
+                None => chosen.succeeded(),
+                Some(kind) => {
+                    tracing::debug!(endpoint = %chosen.addr, kind, "the peer sidecar could not get a response from its app");
+                    chosen.failed();
+                    if let Some(replay) = replay.filter(|_| kind == UNREACHED) {
+                        tried.push(chosen.addr);
+                        request = replay;
+                        continue;
+                    }
+                }
             }
-            Err(_elapsed) => Failure::Timeout(self.response_timeout).respond(grpc),
-        };
-        observer.respond(response)
+            return observe(&chosen.identity).respond(restore(response, version));
+        }
     }
 
     /// A connection to `chosen` for one request: the shared mesh connection to its
@@ -239,7 +314,7 @@ impl HttpOutbound {
 /// app port and the caller's HTTP version beside it, or in plaintext as the app sent
 /// it.
 fn prepare(
-    request: Request<Incoming>,
+    request: Request<Body>,
     version: Version,
     chosen: &Chosen,
     dst: SocketAddr,
@@ -264,5 +339,5 @@ fn prepare(
                 .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
         }
     }
-    Request::from_parts(parts, boxed(body))
+    Request::from_parts(parts, body)
 }

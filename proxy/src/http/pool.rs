@@ -248,20 +248,51 @@ pub enum Conn {
     },
 }
 
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// The connection had closed before the request was written (hyper handed it
+    /// back): nothing reached the server, so it may go out again, whatever its method.
+    Unsent(Box<Request<Body>>, Failure),
+    /// Written, at least in part, and then the connection failed.
+    Failed(Failure),
+}
+
+impl SendError {
+    pub fn into_failure(self) -> Failure {
+        match self {
+            SendError::Unsent(_, failure) | SendError::Failed(failure) => failure,
+        }
+    }
+}
+
+/// A hyper send error as a [`SendError`], keeping the request when hyper gives it back.
+fn send_error(
+    mut error: hyper::client::conn::TrySendError<Request<Body>>,
+    peer: impl std::fmt::Display,
+) -> SendError {
+    let message = error.take_message();
+    let failure = Failure::Upstream(format!("{peer}: {}", error.error()));
+    match message {
+        Some(request) => SendError::Unsent(Box::new(request), failure),
+        None => SendError::Failed(failure),
+    }
+}
+
 impl Conn {
     /// Sends `request`, returning when the response headers arrive.
-    pub async fn send(self, request: Request<Body>) -> Result<Response<Incoming>, Failure> {
+    pub async fn send(self, request: Request<Body>) -> Result<Response<Incoming>, SendError> {
         match self {
             Conn::Http2 { mut sender } => sender
-                .send_request(request)
+                .try_send_request(request)
                 .await
-                .map_err(|e| Failure::Upstream(e.to_string())),
+                .map_err(|e| send_error(e, "HTTP/2")),
             Conn::Http1 {
                 addr,
                 mut sender,
                 idle,
             } => {
-                let response = sender.send_request(request);
+                let response = sender.try_send_request(request);
                 // Back in the pool at once: it reads as ready again only when this
                 // response has been read to its end.
                 {
@@ -271,9 +302,7 @@ impl Conn {
                         parked.push(sender);
                     }
                 }
-                response
-                    .await
-                    .map_err(|e| Failure::Upstream(format!("{addr}: {e}")))
+                response.await.map_err(|e| send_error(e, addr))
             }
         }
     }
