@@ -3,9 +3,11 @@
 //! ([`crate::http::inbound`]), and forward anything else to the app on
 //! `127.0.0.1:<original port>`.
 //!
-//! Peer sidecars arrive two ways: on this proxy's inbound port itself (HTTP: the
+//! Peer sidecars arrive on this proxy's inbound port itself, always: HTTP (the
 //! multiplexed HTTP/2 mesh transport, or HTTP/1.1 for an upgrade, naming each
-//! request's app port), or on an app port, redirected here (opaque TCP in mTLS).
+//! request's app port), or opaque TCP behind a [`crate::transport`] header naming
+//! its app port. A connection redirected from an app port is a client outside the
+//! mesh, so a declared opaque port skips detection altogether.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use crate::listener::{self, Accepted, Direction, Served};
 use crate::metrics::Metrics;
 use crate::orig_dst::{OrigDstAddr, orig_dst};
 use crate::tls::MeshTls;
+use crate::transport;
 
 #[derive(Clone)]
 pub struct Inbound {
@@ -34,7 +37,8 @@ pub struct Inbound {
     /// connection to it from outside would loop).
     pub inbound_port: u16,
     pub outbound_port: u16,
-    /// App ports that are never parsed as HTTP.
+    /// App ports whose connections are never detected: forwarded to the app as
+    /// they are (plaintext clients only, refused under `require_mtls`).
     pub opaque_ports: Arc<[u16]>,
     pub detect_timeout: Duration,
     pub http: Arc<HttpInbound>,
@@ -59,6 +63,18 @@ impl Inbound {
             return (false, Err(ConnError::Loop(dst.0.port())));
         }
         let mesh_port = dst.0.port() == self.inbound_port;
+        // Peer sidecars only ever connect to the inbound port itself (see
+        // [`crate::transport`]): a connection to a declared opaque app port is a
+        // client outside the mesh, possibly one waiting for the app to speak first.
+        if !mesh_port && self.opaque_ports.contains(&dst.0.port()) {
+            self.metrics.detected(Direction::Inbound, "opaque_port");
+            if self.require_mtls {
+                return (false, Err(ConnError::PlaintextRefused));
+            }
+            self.metrics
+                .opened(Direction::Inbound, false, String::new(), String::new());
+            return (false, self.to_app(stream, dst).await);
+        }
         let (detection, io) = match detect::detect(stream, self.detect_timeout).await {
             Ok(detected) => detected,
             Err(e) => return (false, Err(ConnError::Io(e))),
@@ -98,9 +114,6 @@ impl Inbound {
             Protocol::Http2 => Version::Http2,
             _ => return (false, self.to_app(io, dst).await),
         };
-        if self.opaque_ports.contains(&dst.0.port()) {
-            return (false, self.to_app(io, dst).await);
-        }
         let served = self
             .http
             .clone()
@@ -112,11 +125,12 @@ impl Inbound {
         )
     }
 
-    /// What a peer sidecar sent inside mTLS: on the inbound port, HTTP (the shared
-    /// HTTP/2 connection, or HTTP/1.1 for an upgrade); on an app port, opaque bytes
-    /// for the app. Only the first is detected: a peer sends opaque bytes to an app
-    /// port only once it has decided they are opaque, and the app may be one that
-    /// speaks first, so waiting for the client here would stall it.
+    /// What a peer sidecar sent inside mTLS to the inbound port: HTTP (the shared
+    /// HTTP/2 connection, or HTTP/1.1 for an upgrade), or opaque bytes behind a
+    /// [`transport`] header naming the app port, which the peer sends at once (the
+    /// app may be one that speaks first: waiting for its client would stall it).
+    /// Mesh TLS redirected from an app port (sidecars before the transport header)
+    /// is forwarded to that port as it is.
     async fn decrypted<S>(
         &self,
         tls: S,
@@ -130,10 +144,21 @@ impl Inbound {
         if !mesh_port {
             return self.to_app(tls, dst).await;
         }
-        let (detection, io) = detect::detect(tls, self.detect_timeout).await?;
+        let (detection, mut io) = detect::detect(tls, self.detect_timeout).await?;
         let version = match detection.protocol {
             Protocol::Http1 => Version::Http1,
             Protocol::Http2 => Version::Http2,
+            Protocol::Opaque if !detection.timed_out => {
+                let port = transport::read_header(&mut io)
+                    .await
+                    .map_err(|_| ConnError::NotMeshTransport(dst.0.port()))?;
+                if port == self.inbound_port || port == self.outbound_port {
+                    return Err(ConnError::Loop(port));
+                }
+                let app = OrigDstAddr(SocketAddr::new(dst.0.ip(), port));
+                tracing::Span::current().record("dst", tracing::field::display(app));
+                return self.to_app(io, app).await;
+            }
             _ => return Err(ConnError::NotMeshTransport(dst.0.port())),
         };
         self.http

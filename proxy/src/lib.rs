@@ -15,7 +15,8 @@
 //! - [`tls`]: terminating and originating mesh mTLS;
 //! - [`http`]: the HTTP data plane (requests balanced by [`balance`], carried over
 //!   pooled HTTP/2-over-mTLS connections, observed, failures answered as statuses);
-//! - [`forward`]: copying opaque bytes both ways and counting them;
+//! - [`forward`]: copying opaque bytes both ways and counting them, and
+//!   [`transport`]: the header that names the app port of an opaque mesh connection;
 //! - [`inbound`] and [`outbound`]: the connection-level stages that chain the rest.
 //!
 //! Beside it: [`identity`] (key pair, CSR, certificate and its renewal),
@@ -45,6 +46,7 @@ pub mod orig_dst;
 pub mod outbound;
 pub mod peers;
 pub mod tls;
+pub mod transport;
 
 use std::sync::Arc;
 

@@ -2,7 +2,8 @@
 //! that through discovery (a service's virtual IP → its endpoints; a meshed pod →
 //! its identity), detect what the app speaks, and hand HTTP to the HTTP data plane
 //! ([`crate::http::outbound`]); anything else is forwarded as opaque bytes, over mTLS
-//! to a meshed endpoint.
+//! to a meshed endpoint's sidecar (its inbound port, the app port named in a
+//! [`crate::transport`] header).
 //!
 //! A destination the mesh does not know is still detected, as Linkerd does: its HTTP
 //! is proxied to the original address (counted, with failures as statuses), anything
@@ -31,6 +32,7 @@ use crate::opaque::OpaqueMemory;
 use crate::orig_dst::{OrigDstAddr, orig_dst};
 use crate::peers::Peers;
 use crate::tls::MeshTls;
+use crate::transport;
 
 /// How many endpoints one opaque connection may try when connects fail.
 const MAX_ATTEMPTS: usize = 3;
@@ -154,6 +156,9 @@ impl Outbound {
                     Ok(tls) => tls,
                     Err(e) => return (true, Err(e)),
                 };
+                if let Err(e) = transport::write_header(&mut tls, addr.port()).await {
+                    return (true, Err(ConnError::Io(e)));
+                }
                 tracing::debug!(server_id = %expected, "mTLS established");
                 self.metrics.opened(
                     Direction::Outbound,
@@ -184,8 +189,18 @@ impl Outbound {
         }
     }
 
+    /// Where the connection for app address `addr` goes: a meshed one to the peer
+    /// sidecar's inbound port (the app port follows in the [`transport`] header),
+    /// any other to the address itself.
+    fn dial(&self, addr: SocketAddr, identity: &Option<SpiffeId>) -> SocketAddr {
+        match identity {
+            Some(_) => SocketAddr::new(addr.ip(), self.http.mesh.port()),
+            None => addr,
+        }
+    }
+
     /// A TCP connection to where `destination` says, trying other endpoints of a
-    /// service when one cannot be reached.
+    /// service when one cannot be reached: the app address it is for, its identity.
     async fn connect_to(
         &self,
         destination: &Destination,
@@ -194,10 +209,14 @@ impl Outbound {
         let service = match destination {
             Destination::Service(service) => service,
             Destination::Pod { identity } => {
-                return Ok((connect(dst.0).await?, dst.0, Some(identity.clone()), None));
+                let identity = Some(identity.clone());
+                let tcp = connect(self.dial(dst.0, &identity)).await?;
+                return Ok((tcp, dst.0, identity, None));
             }
             Destination::Passthrough => {
-                return Ok((connect(dst.0).await?, dst.0, self.peers.lookup(dst), None));
+                let identity = self.peers.lookup(dst);
+                let tcp = connect(self.dial(dst.0, &identity)).await?;
+                return Ok((tcp, dst.0, identity, None));
             }
         };
         let mut tried = Vec::new();
@@ -206,7 +225,7 @@ impl Outbound {
                 return Err(ConnError::NoEndpoints(service.name.clone()));
             };
             let mut in_flight = endpoint.load.start();
-            match connect(endpoint.addr).await {
+            match connect(self.dial(endpoint.addr, &endpoint.identity)).await {
                 Ok(tcp) => {
                     in_flight.established();
                     return Ok((

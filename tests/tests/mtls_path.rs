@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use trellis_tests::TwoPods;
 use trellis_tests::pcap::{self, TlsRecord};
-use trellis_tests::{Capture, EchoServer, Mesh, host_can_run_pods, wait_until};
+use trellis_tests::{Capture, EchoServer, INBOUND_PORT, Mesh, host_can_run_pods, wait_until};
 
 const APP_PORT: u16 = 7070;
 const ROUNDS: usize = 5;
@@ -69,18 +69,26 @@ fn a_plain_tcp_client_in_one_pod_reaches_a_server_in_another_over_mutual_tls() -
         "the marker crossed the server's veth in the clear"
     );
     let segments = pcap::tcp_segments(&pcap_bytes).map_err(anyhow::Error::msg)?;
+    // The client's sidecar calls the server's sidecar on its inbound port, naming
+    // the app port inside the TLS.
+    let sidecar = SocketAddrV4::new(*target.ip(), INBOUND_PORT);
     let connections: Vec<SocketAddrV4> = segments
         .iter()
-        .filter(|s| s.syn && s.dst == target)
-        .map(|s| s.src)
+        .filter(|s| s.syn && s.dst.ip() == target.ip())
+        .map(|s| s.dst)
         .collect();
     assert_eq!(
-        connections.len(),
-        1,
-        "one connection to the app port crossed the wire"
+        connections,
+        [sidecar],
+        "one connection, to the server's sidecar, crossed the wire"
     );
-    let to_server = pcap::stream(&segments, connections[0], target);
-    let to_client = pcap::stream(&segments, target, connections[0]);
+    let client_end = segments
+        .iter()
+        .find(|s| s.syn && s.dst == sidecar)
+        .map(|s| s.src)
+        .ok_or_else(|| anyhow::anyhow!("no connection to {sidecar}"))?;
+    let to_server = pcap::stream(&segments, client_end, sidecar);
+    let to_client = pcap::stream(&segments, sidecar, client_end);
     assert_eq!(
         &to_server[..2],
         [0x16, 0x03],

@@ -7,13 +7,18 @@
 //! bytes, remembers that this address speaks first, and does not stall the next
 //! connection to it. Its log tells the operator how to skip the wait altogether: the
 //! `trellis.io/opaque-ports` annotation, which reaches the sidecar as
-//! `--opaque-ports`; on such a port nothing is detected.
+//! `--opaque-ports`; on such a port nothing is detected, on either side: peer
+//! sidecars reach the server's sidecar on its inbound port, so a connection to a
+//! declared opaque app port is a client outside the mesh, and the server greets it at
+//! once.
 
 use std::io::Write as _;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddrV4, TcpStream};
 use std::time::Duration;
 
-use trellis_tests::{EchoServer, MeshPod, Metrics, PodPair, host_can_run_pods, read_line};
+use trellis_tests::{
+    EchoServer, MeshPod, Metrics, PodPair, ends_unanswered, host_can_run_pods, read_line,
+};
 
 /// Not 25: a sidecar may know SMTP's own port as opaque without detecting anything.
 const BANNER_PORT: u16 = 2525;
@@ -30,7 +35,15 @@ const BANNER_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Reads the banner on a new connection from `client`, then exchanges one line.
 fn greet(client: &MeshPod, target: SocketAddrV4) -> anyhow::Result<(String, String)> {
-    let mut conn = client.connect(target)?;
+    greet_on(client.connect(target)?)
+}
+
+/// Reads the banner on a new connection from the host, a client outside the mesh.
+fn greet_from_host(target: SocketAddrV4) -> anyhow::Result<(String, String)> {
+    greet_on(TcpStream::connect_timeout(&target.into(), BANNER_DEADLINE)?)
+}
+
+fn greet_on(mut conn: TcpStream) -> anyhow::Result<(String, String)> {
     conn.set_read_timeout(Some(BANNER_DEADLINE))?;
     let banner = read_line(&mut conn)
         .map_err(|e| anyhow::anyhow!("no banner within {BANNER_DEADLINE:?}: {e}"))?;
@@ -115,5 +128,71 @@ fn a_server_that_speaks_first_works_through_the_mesh_and_is_remembered_as_opaque
         "the client's sidecar never suggested trellis.io/opaque-ports:\n{}",
         client.proxy_log()
     );
+    Ok(())
+}
+
+/// How many connections `pod`'s sidecar took in over mTLS from `client`.
+fn meshed_in(pod: &MeshPod, client: &MeshPod) -> anyhow::Result<f64> {
+    let labels = [
+        ("direction", "inbound"),
+        ("tls", "true"),
+        ("client_id", client.identity.as_str()),
+    ];
+    Ok(pod.metrics()?.sum("tcp_open_total", &labels))
+}
+
+#[test]
+fn on_a_declared_opaque_port_a_server_that_speaks_first_greets_clients_outside_the_mesh_at_once()
+-> anyhow::Result<()> {
+    if !host_can_run_pods(&[]) {
+        return Ok(());
+    }
+    // Both sidecars know the port as opaque and keep the default ten-second detection,
+    // far beyond the banner deadline.
+    let opaque = ["--opaque-ports", OPAQUE_PORTS];
+    let mut pods = PodPair::start_with(&[], &opaque, &opaque)?;
+    let _declared = EchoServer::start_banner_in(pods.server.netns(), DECLARED_PORT, "declared")?;
+    let target = pods.server_at(DECLARED_PORT);
+    let expected = (
+        "220 declared hello".to_string(),
+        "250 declared got HELO client".to_string(),
+    );
+
+    // 1. A client outside the mesh (on the host) is greeted at once: the server's
+    // sidecar does not wait for it to speak.
+    let greeted = greet_from_host(target)
+        .map_err(|e| anyhow::anyhow!("from the host: {e}\n{}", pods.server.proxy_log()))?;
+    assert_eq!(greeted, expected);
+    let metrics = pods.server.metrics()?;
+    let labels = [("direction", "inbound"), ("protocol", "opaque_port")];
+    assert_eq!(
+        metrics.sum("detect_total", &labels),
+        1.0,
+        "{}",
+        metrics.text
+    );
+
+    // 2. A meshed client still arrives over mTLS, as the client's identity.
+    let before = meshed_in(&pods.server, &pods.client)?;
+    let greeted = greet(&pods.client, target).map_err(|e| {
+        anyhow::anyhow!(
+            "from the client pod: {e}\n{}\n{}",
+            pods.client.proxy_log(),
+            pods.server.proxy_log()
+        )
+    })?;
+    assert_eq!(greeted, expected);
+    assert_eq!(meshed_in(&pods.server, &pods.client)? - before, 1.0);
+
+    // 3. With --require-mtls the server's sidecar refuses the client outside the mesh
+    // (the app never greets it), and the meshed client is still served.
+    pods.server.kill_sidecar()?;
+    let mut strict = opaque.to_vec();
+    strict.push("--require-mtls");
+    pods.server.start_sidecar_with(&strict)?;
+    let mut conn = TcpStream::connect_timeout(&target.into(), BANNER_DEADLINE)?;
+    conn.set_read_timeout(Some(BANNER_DEADLINE))?;
+    ends_unanswered(&mut conn, "HELO outsider\r\n").map_err(anyhow::Error::msg)?;
+    assert_eq!(greet(&pods.client, target)?, expected);
     Ok(())
 }
