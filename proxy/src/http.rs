@@ -14,8 +14,10 @@
 //! - [`pool`]: the mesh HTTP/2 connections and the local (app-side) connections;
 //! - [`upgrade`]: `Upgrade` requests (WebSocket), which become opaque tunnels;
 //! - [`errors`]: failures as statuses an HTTP or gRPC client can read;
+//! - [`deadline`]: the response timeout, counted once the request body is sent;
 //! - [`observe`]: the golden metrics of each request.
 
+pub mod deadline;
 pub mod errors;
 pub mod inbound;
 pub mod observe;

@@ -5,14 +5,15 @@
 //! and a short text body naming the reason. A gRPC caller gets a trailers-only
 //! response it understands: `grpc-status` 14 (UNAVAILABLE) or 4 (DEADLINE_EXCEEDED),
 //! with a `grpc-message` that names the reason and says it came from trellis. The
-//! callers are curl and a grpcio client, as apps in the client pod.
+//! callers are curl and a grpcio client, as apps in the client pod. The response
+//! timeout counts from the end of the request body, so a slow upload is not a 504.
 
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use trellis_tests::{
     CurlRun, ECHO_PORT, HttpApp, MeshPod, PodPair, PyServer, SERVICE_PORT, curl_in,
-    echo_service_yaml, host_can_run_pods, py_client,
+    echo_service_yaml, host_can_run_pods, pattern, py_client,
 };
 
 const HTTP_PORT: u16 = 7070;
@@ -21,6 +22,11 @@ const CURL: (&str, &str) = ("curl", "curl");
 /// The proxies' response timeout in the 504 story, and how long the apps take there.
 const RESPONSE_TIMEOUT: &str = "2s";
 const APP_DELAY_SECONDS: u64 = 10;
+/// The proxies' response timeout in the slow-upload story, and an upload that takes
+/// several times as long (about four seconds at the rate curl is held to).
+const SHORT_TIMEOUT: &str = "1s";
+const SLOW_UPLOAD_BYTES: usize = 160 * 1024;
+const SLOW_UPLOAD_RATE: &str = "40k";
 /// Ample for a push to reach a sidecar.
 const PUSHED: Duration = Duration::from_secs(10);
 
@@ -146,4 +152,65 @@ fn when_the_app_answers_too_late_http_callers_get_504_and_grpc_callers_deadline_
         &["slow", &delay],
         "DEADLINE_EXCEEDED",
     )
+}
+
+#[test]
+fn the_response_timeout_counts_from_the_end_of_the_upload_so_a_slow_upload_succeeds_and_a_slow_answer_gets_504()
+-> anyhow::Result<()> {
+    if !host_can_run_pods(&[CURL]) {
+        return Ok(());
+    }
+    let pods = PodPair::start(&["--response-timeout", SHORT_TIMEOUT])?;
+    let PodPair {
+        client,
+        server,
+        mesh,
+    } = &pods;
+    let _http = HttpApp::start_in(server.netns(), HTTP_PORT, "server")?;
+
+    // 1. curl uploads for several timeouts (rate-limited); the app answers as soon
+    // as the last byte arrives, and the answer comes through.
+    let body = mesh.dir().join("slow-upload.bin");
+    std::fs::write(&body, pattern(SLOW_UPLOAD_BYTES))?;
+    let data = format!("@{}", body.display());
+    let upload = format!("http://{}/upload", pods.server_at(HTTP_PORT));
+    let started = std::time::Instant::now();
+    let run = curl_in(
+        client.netns(),
+        &[
+            "--limit-rate",
+            SLOW_UPLOAD_RATE,
+            "--data-binary",
+            &data,
+            &upload,
+        ],
+    )?;
+    let transfer = run.transfer()?;
+    assert_eq!(
+        transfer.status,
+        200,
+        "{:?} {} {}\n{}\n{}",
+        transfer.headers,
+        run.body(),
+        run.stderr,
+        client.proxy_log(),
+        server.proxy_log()
+    );
+    assert_eq!(
+        run.body(),
+        format!("received {SLOW_UPLOAD_BYTES} bytes, pattern intact\n")
+    );
+    eprintln!(
+        "a {SLOW_UPLOAD_BYTES}-byte upload at {SLOW_UPLOAD_RATE}/s took {:?}, response timeout {SHORT_TIMEOUT}",
+        started.elapsed()
+    );
+
+    // 2. A request whose answer takes longer than the timeout still gets 504.
+    let slow = format!(
+        "http://{}/slow/{}",
+        pods.server_at(HTTP_PORT),
+        APP_DELAY_SECONDS * 1000
+    );
+    let run = curl_in(client.netns(), &[&slow])?;
+    assert_proxy_error(&run, 504, client)
 }

@@ -19,12 +19,13 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use trellis_identity::SpiffeId;
 
+use super::deadline;
 use super::errors::Failure;
 use super::observe::Observer;
 use super::pool::{LocalPool, SendError, Version};
 use super::{
-    Body, CLIENT_ID, DST_PORT, ORIG_PROTO, PROXY_ERROR, boxed, is_grpc, is_upgrade, restore,
-    shape_for, strip_hop_by_hop, upgrade,
+    Body, CLIENT_ID, DST_PORT, ORIG_PROTO, PROXY_ERROR, is_grpc, is_upgrade, restore, shape_for,
+    strip_hop_by_hop, upgrade,
 };
 use crate::inbound::app_addr;
 use crate::listener::Direction;
@@ -124,22 +125,21 @@ impl HttpInbound {
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::EXPECT);
         shape_for(&mut parts, app_version, app);
-        let request = Request::from_parts(parts, boxed(body));
-        let sent = tokio::time::timeout(self.response_timeout, async {
+        let (request, mut sent) = deadline::watch(Request::from_parts(parts, body));
+        let response = deadline::within(self.response_timeout, &mut sent, async {
             let conn = self.local.checkout(app, app_version).await?;
             conn.send(request).await.map_err(SendError::into_failure)
-        })
-        .await;
-        let response = match sent {
-            Ok(Ok(response)) => {
+        });
+        let response = match response.await {
+            Some(Ok(response)) => {
                 let mut response = restore(response, version);
                 // Only the proxy reports its own failures: a peer's balancer reads
                 // this header as "the endpoint failed", never the app's answer.
                 response.headers_mut().remove(PROXY_ERROR);
                 response
             }
-            Ok(Err(failure)) => failure.respond(grpc),
-            Err(_elapsed) => Failure::Timeout(self.response_timeout).respond(grpc),
+            Some(Err(failure)) => failure.respond(grpc),
+            None => Failure::Timeout(self.response_timeout).respond(grpc),
         };
         observer.respond(response)
     }

@@ -21,11 +21,12 @@ use hyper::service::service_fn;
 use tokio_util::sync::CancellationToken;
 use trellis_identity::SpiffeId;
 
+use super::deadline;
 use super::errors::Failure;
 use super::observe::Observer;
 use super::pool::{Conn, LocalPool, MeshPool, SendError, Version};
 use super::{
-    Body, DST_PORT, ORIG_PROTO, PROXY_ERROR, boxed, is_grpc, is_upgrade, restore, shape_for,
+    Body, DST_PORT, ORIG_PROTO, PROXY_ERROR, is_grpc, is_upgrade, restore, shape_for,
     strip_hop_by_hop, upgrade,
 };
 use crate::balance::InFlight;
@@ -48,7 +49,7 @@ pub struct HttpOutbound {
     pub local: LocalPool,
     pub tls: MeshTls,
     pub metrics: Arc<Metrics>,
-    /// How long a request may wait for its response headers.
+    /// How long a request may wait for its response headers once its body is sent.
     pub response_timeout: Duration,
 }
 
@@ -157,7 +158,7 @@ impl HttpOutbound {
             return observer.respond(response.unwrap_or_else(|f| f.respond(false)));
         }
 
-        let mut request = request.map(boxed);
+        let (mut request, mut sent) = deadline::watch(request);
         let mut tried = Vec::new();
         loop {
             let mut chosen = match self.choose(&destination, dst, &tried) {
@@ -190,10 +191,10 @@ impl HttpOutbound {
             // with a body cannot, since its body has been read (and is not kept).
             let replay = (another && chosen.identity.is_some() && prepared.body().is_end_stream())
                 .then(|| replay_of(&prepared));
-            let sent = tokio::time::timeout(self.response_timeout, conn.send(prepared)).await;
-            let response = match sent {
-                Ok(Ok(response)) => response,
-                Ok(Err(SendError::Unsent(unsent, failure))) => {
+            let response = deadline::within(self.response_timeout, &mut sent, conn.send(prepared));
+            let response = match response.await {
+                Some(Ok(response)) => response,
+                Some(Err(SendError::Unsent(unsent, failure))) => {
                     tracing::debug!(endpoint = %chosen.addr, %failure, "connection closed before the request was sent");
                     chosen.failed();
                     if another {
@@ -203,11 +204,11 @@ impl HttpOutbound {
                     }
                     return observe(&chosen.identity).respond(failure.respond(grpc));
                 }
-                Ok(Err(SendError::Failed(failure))) => {
+                Some(Err(SendError::Failed(failure))) => {
                     chosen.failed();
                     return observe(&chosen.identity).respond(failure.respond(grpc));
                 }
-                Err(_elapsed) => {
+                None => {
                     return observe(&chosen.identity)
                         .respond(Failure::Timeout(self.response_timeout).respond(grpc));
                 }
