@@ -26,6 +26,8 @@ use crate::http::pool::Version;
 use crate::listener::{self, Accepted, Direction, Served};
 use crate::metrics::Metrics;
 use crate::orig_dst::{OrigDstAddr, orig_dst};
+use crate::outbound::connect;
+use crate::tally::{Counted, Tally};
 use crate::tls::MeshTls;
 use crate::transport;
 
@@ -49,11 +51,16 @@ pub struct Inbound {
 impl Inbound {
     pub async fn handle(self, conn: Accepted) {
         let started = Instant::now();
-        let (tls, result) = self.proxy(conn.stream).await;
-        listener::closed(&self.metrics, Direction::Inbound, tls, &result, started);
+        let mut tally = Tally::accepted(self.metrics.clone(), Direction::Inbound);
+        let (tls, result) = self.proxy(conn.stream, &mut tally).await;
+        listener::closed(tally, tls, &result, started);
     }
 
-    async fn proxy(&self, stream: TcpStream) -> (bool, Result<Served, ConnError>) {
+    async fn proxy(
+        &self,
+        stream: TcpStream,
+        tally: &mut Tally,
+    ) -> (bool, Result<Served, ConnError>) {
         let dst = match self.destination(&stream) {
             Ok(dst) => dst,
             Err(e) => return (false, Err(ConnError::OrigDst(e))),
@@ -63,6 +70,7 @@ impl Inbound {
             return (false, Err(ConnError::Loop(dst.0.port())));
         }
         let mesh_port = dst.0.port() == self.inbound_port;
+        let stream = tally.count(stream);
         // Peer sidecars only ever connect to the inbound port itself (see
         // [`crate::transport`]): a connection to a declared opaque app port is a
         // client outside the mesh, possibly one waiting for the app to speak first.
@@ -71,8 +79,7 @@ impl Inbound {
             if self.require_mtls {
                 return (false, Err(ConnError::PlaintextRefused));
             }
-            self.metrics
-                .opened(Direction::Inbound, false, String::new(), String::new());
+            tally.open(false, String::new(), String::new());
             return (false, self.to_app(stream, dst).await);
         }
         let (detection, io) = match detect::detect(stream, self.detect_timeout).await {
@@ -93,12 +100,7 @@ impl Inbound {
                 Err(e) => return (true, Err(e)),
             };
             tracing::info!(client_id = %client_id, "mTLS accepted");
-            self.metrics.opened(
-                Direction::Inbound,
-                true,
-                client_id.to_string(),
-                String::new(),
-            );
+            tally.open(true, client_id.to_string(), String::new());
             return (true, self.decrypted(tls, dst, client_id, mesh_port).await);
         }
         if self.require_mtls {
@@ -107,8 +109,7 @@ impl Inbound {
         if mesh_port {
             return (false, Err(ConnError::NotMeshTransport(dst.0.port())));
         }
-        self.metrics
-            .opened(Direction::Inbound, false, String::new(), String::new());
+        tally.open(false, String::new(), String::new());
         let version = match detection.protocol {
             Protocol::Http1 => Version::Http1,
             Protocol::Http2 => Version::Http2,
@@ -185,11 +186,15 @@ impl Inbound {
         C: AsyncRead + AsyncWrite + Unpin,
     {
         let app = app_addr(dst.0.ip(), dst.0.port());
-        let mut server = TcpStream::connect(app)
-            .await
-            .map_err(|source| ConnError::Connect { addr: app, source })?;
-        let _ = server.set_nodelay(true);
-        let bytes = forward(&mut client, &mut server, Direction::Inbound, &self.metrics).await?;
+        let server = connect(app).await?;
+        let mut server = Counted::opened(
+            server,
+            &self.metrics,
+            Direction::Inbound,
+            false,
+            String::new(),
+        );
+        let bytes = forward(&mut client, &mut server).await?;
         Ok(Served::bytes(bytes))
     }
 }

@@ -15,7 +15,8 @@
 //! - [`tls`]: terminating and originating mesh mTLS;
 //! - [`http`]: the HTTP data plane (requests balanced by [`balance`], carried over
 //!   pooled HTTP/2-over-mTLS connections, observed, failures answered as statuses);
-//! - [`forward`]: copying opaque bytes both ways and counting them, and
+//! - [`tally`]: the TCP metrics (open, close, bytes) of every connection;
+//! - [`forward`]: copying opaque bytes both ways, and
 //!   [`transport`]: the header that names the app port of an opaque mesh connection;
 //! - [`inbound`] and [`outbound`]: the connection-level stages that chain the rest.
 //!
@@ -45,6 +46,7 @@ pub mod opaque;
 pub mod orig_dst;
 pub mod outbound;
 pub mod peers;
+pub mod tally;
 pub mod tls;
 pub mod transport;
 
@@ -135,7 +137,7 @@ pub async fn run(
         opaque_ports: opaque_ports.clone(),
         detect_timeout: config.detect_timeout,
         http: Arc::new(http::inbound::HttpInbound {
-            local: http::pool::LocalPool::new(),
+            local: http::pool::LocalPool::new(listener::Direction::Inbound, metrics.clone()),
             metrics: metrics.clone(),
             response_timeout: config.response_timeout,
             mesh_port: config.inbound_addr.port(),
@@ -162,7 +164,7 @@ pub async fn run(
                 config.inbound_addr.port(),
                 metrics.clone(),
             ),
-            local: http::pool::LocalPool::new(),
+            local: http::pool::LocalPool::new(listener::Direction::Outbound, metrics.clone()),
             tls,
             metrics: metrics.clone(),
             response_timeout: config.response_timeout,

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::error::{ConnError, Error};
-use crate::metrics::Metrics;
+use crate::tally::Tally;
 
 /// Which way a connection crosses the pod boundary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -101,25 +101,19 @@ impl Served {
 
 /// Accounts for a connection that ended: counted by outcome and logged once, in its
 /// span, with its byte counts or its error.
-pub fn closed(
-    metrics: &Metrics,
-    direction: Direction,
-    tls: bool,
-    result: &Result<Served, ConnError>,
-    started: Instant,
-) {
+pub fn closed(tally: Tally, tls: bool, result: &Result<Served, ConnError>, started: Instant) {
     let duration = started.elapsed();
     match result {
         Ok(Served::Bytes { read, written }) => {
-            metrics.closed(direction, tls, "ok");
+            tally.close(tls, "ok");
             tracing::info!(read, written, ?duration, "closed");
         }
         Ok(Served::Http) => {
-            metrics.closed(direction, tls, "ok");
+            tally.close(tls, "ok");
             tracing::info!(?duration, "closed");
         }
         Err(error) => {
-            metrics.closed(direction, tls, error.kind());
+            tally.close(tls, error.kind());
             tracing::info!(%error, kind = error.kind(), ?duration, "failed");
         }
     }

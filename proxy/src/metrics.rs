@@ -13,9 +13,27 @@ use prometheus_client::registry::Registry;
 
 use crate::listener::Direction;
 
+/// Which end of the proxy a connection is, as Linkerd's `peer` label: accepted from
+/// its client (`src`), or opened by the proxy to a server (`dst`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Peer {
+    Src,
+    Dst,
+}
+
+impl Peer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Peer::Src => "src",
+            Peer::Dst => "dst",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpenLabels {
     pub direction: &'static str,
+    pub peer: &'static str,
     pub tls: &'static str,
     /// The caller's verified SPIFFE ID (inbound mTLS), else empty.
     pub client_id: String,
@@ -26,14 +44,16 @@ pub struct OpenLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CloseLabels {
     pub direction: &'static str,
+    pub peer: &'static str,
     pub tls: &'static str,
     /// `ok`, or the [`crate::error::ConnError::kind`] that ended the connection.
     pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DirectionLabels {
+pub struct BytesLabels {
     pub direction: &'static str,
+    pub peer: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,11 +125,11 @@ pub struct Metrics {
     registry: Registry,
     pub tcp_open: Family<OpenLabels, Counter>,
     pub tcp_close: Family<CloseLabels, Counter>,
-    /// Bytes read from the connection's client (the app for outbound, the peer for
-    /// inbound).
-    pub tcp_read_bytes: Family<DirectionLabels, Counter>,
-    /// Bytes written back to the connection's client.
-    pub tcp_write_bytes: Family<DirectionLabels, Counter>,
+    /// Bytes read from the connection's other end: its client for an accepted one
+    /// (the app outbound, the peer inbound), its server for one the proxy opened.
+    pub tcp_read_bytes: Family<BytesLabels, Counter>,
+    /// Bytes written to the connection's other end.
+    pub tcp_write_bytes: Family<BytesLabels, Counter>,
     pub tls_handshakes: Family<HandshakeLabels, Counter>,
     pub cert_expiration: Gauge,
     pub certify: Family<CertifyLabels, Counter>,
@@ -127,8 +147,8 @@ impl Metrics {
         let mut registry = Registry::default();
         let tcp_open = Family::<OpenLabels, Counter>::default();
         let tcp_close = Family::<CloseLabels, Counter>::default();
-        let tcp_read_bytes = Family::<DirectionLabels, Counter>::default();
-        let tcp_write_bytes = Family::<DirectionLabels, Counter>::default();
+        let tcp_read_bytes = Family::<BytesLabels, Counter>::default();
+        let tcp_write_bytes = Family::<BytesLabels, Counter>::default();
         let tls_handshakes = Family::<HandshakeLabels, Counter>::default();
         let cert_expiration = Gauge::default();
         let certify = Family::<CertifyLabels, Counter>::default();
@@ -141,16 +161,20 @@ impl Metrics {
                 latency_histogram,
             );
         let detections = Family::<DetectLabels, Counter>::default();
-        registry.register("tcp_open", "TCP connections accepted", tcp_open.clone());
+        registry.register(
+            "tcp_open",
+            "TCP connections accepted (peer=src) or opened (peer=dst)",
+            tcp_open.clone(),
+        );
         registry.register("tcp_close", "TCP connections closed", tcp_close.clone());
         registry.register(
             "tcp_read_bytes",
-            "Bytes read from the client side of proxied connections",
+            "Bytes read from the other end of each connection",
             tcp_read_bytes.clone(),
         );
         registry.register(
             "tcp_write_bytes",
-            "Bytes written to the client side of proxied connections",
+            "Bytes written to the other end of each connection",
             tcp_write_bytes.clone(),
         );
         registry.register(
@@ -230,11 +254,20 @@ impl Metrics {
             .inc();
     }
 
-    /// A connection was accepted (inbound: and its caller verified, if mTLS).
-    pub fn opened(&self, direction: Direction, tls: bool, client_id: String, server_id: String) {
+    /// A connection was accepted (inbound: and its caller verified, if mTLS), or
+    /// opened.
+    pub fn opened(
+        &self,
+        direction: Direction,
+        peer: Peer,
+        tls: bool,
+        client_id: String,
+        server_id: String,
+    ) {
         self.tcp_open
             .get_or_create(&OpenLabels {
                 direction: direction.as_str(),
+                peer: peer.as_str(),
                 tls: bool_label(tls),
                 client_id,
                 server_id,
@@ -243,14 +276,28 @@ impl Metrics {
     }
 
     /// A connection ended, with `outcome` (`ok` or an error kind).
-    pub fn closed(&self, direction: Direction, tls: bool, outcome: &'static str) {
+    pub fn closed(&self, direction: Direction, peer: Peer, tls: bool, outcome: &'static str) {
         self.tcp_close
             .get_or_create(&CloseLabels {
                 direction: direction.as_str(),
+                peer: peer.as_str(),
                 tls: bool_label(tls),
                 outcome,
             })
             .inc();
+    }
+
+    /// The read and written byte counters of one connection, resolved once so that
+    /// each read or write is one atomic add.
+    pub fn byte_counters(&self, direction: Direction, peer: Peer) -> (Counter, Counter) {
+        let labels = BytesLabels {
+            direction: direction.as_str(),
+            peer: peer.as_str(),
+        };
+        (
+            self.tcp_read_bytes.get_or_create(&labels).clone(),
+            self.tcp_write_bytes.get_or_create(&labels).clone(),
+        )
     }
 
     /// The OpenMetrics text exposition of every metric.

@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::opaque::OpaqueMemory;
 use crate::orig_dst::{OrigDstAddr, orig_dst};
 use crate::peers::Peers;
+use crate::tally::{Counted, Tally};
 use crate::tls::MeshTls;
 use crate::transport;
 
@@ -60,15 +61,17 @@ pub struct Outbound {
 impl Outbound {
     pub async fn handle(self, conn: Accepted) {
         let started = Instant::now();
-        let (tls, result) = self.proxy(conn.stream).await;
-        listener::closed(&self.metrics, Direction::Outbound, tls, &result, started);
+        let mut tally = Tally::accepted(self.metrics.clone(), Direction::Outbound);
+        let (tls, result) = self.proxy(conn.stream, &mut tally).await;
+        listener::closed(tally, tls, &result, started);
     }
 
-    async fn proxy(&self, app: TcpStream) -> (bool, Result<Served, ConnError>) {
+    async fn proxy(&self, app: TcpStream, tally: &mut Tally) -> (bool, Result<Served, ConnError>) {
         let dst = match orig_dst(&app) {
             Ok(dst) => dst,
             Err(e) => return (false, Err(ConnError::OrigDst(e))),
         };
+        let app = tally.count(app);
         tracing::Span::current().record("dst", tracing::field::display(dst));
         if self.own_addrs.contains(&dst.0) {
             return (false, Err(ConnError::Loop(dst.0.port())));
@@ -85,7 +88,7 @@ impl Outbound {
         };
         if let Some(reason) = skip {
             self.metrics.detected(Direction::Outbound, reason);
-            return self.opaque(app, &destination, dst).await;
+            return self.opaque(app, &destination, dst, tally).await;
         }
 
         let (detection, io) = match detect::detect(app, self.detect_timeout).await {
@@ -116,9 +119,10 @@ impl Outbound {
             Protocol::Http1 => Version::Http1,
             Protocol::Http2 => Version::Http2,
             Protocol::MeshTls | Protocol::Tls | Protocol::Opaque => {
-                return self.opaque(io, &destination, dst).await;
+                return self.opaque(io, &destination, dst, tally).await;
             }
         };
+        tally.open(false, String::new(), String::new());
         let result = self
             .http
             .clone()
@@ -137,6 +141,7 @@ impl Outbound {
         mut app: C,
         destination: &Destination,
         dst: OrigDstAddr,
+        tally: &mut Tally,
     ) -> (bool, Result<Served, ConnError>)
     where
         C: AsyncRead + AsyncWrite + Unpin,
@@ -150,6 +155,17 @@ impl Outbound {
         }
         // The connection counts as in flight on the endpoint for as long as it lasts.
         let _in_flight = in_flight;
+        let server_id = identity
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let server = Counted::opened(
+            server,
+            &self.metrics,
+            Direction::Outbound,
+            identity.is_some(),
+            server_id,
+        );
         match identity {
             Some(expected) => {
                 let mut tls = match self.tls.connect(server, addr.ip(), &expected).await {
@@ -160,27 +176,21 @@ impl Outbound {
                     return (true, Err(ConnError::Io(e)));
                 }
                 tracing::debug!(server_id = %expected, "mTLS established");
-                self.metrics.opened(
-                    Direction::Outbound,
-                    true,
-                    String::new(),
-                    expected.to_string(),
-                );
+                tally.open(true, String::new(), expected.to_string());
                 (
                     true,
-                    forward(&mut app, &mut tls, Direction::Outbound, &self.metrics)
+                    forward(&mut app, &mut tls)
                         .await
                         .map(Served::bytes)
                         .map_err(ConnError::Io),
                 )
             }
             None => {
-                self.metrics
-                    .opened(Direction::Outbound, false, String::new(), String::new());
+                tally.open(false, String::new(), String::new());
                 let mut server = server;
                 (
                     false,
-                    forward(&mut app, &mut server, Direction::Outbound, &self.metrics)
+                    forward(&mut app, &mut server)
                         .await
                         .map(Served::bytes)
                         .map_err(ConnError::Io),

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 use trellis_identity::{MESH_ALPN, SpiffeId, tls};
 
@@ -68,12 +67,15 @@ impl MeshTls {
 
     /// Opens mTLS to the peer sidecar at the other end of `tcp`, which must prove to
     /// be `expected`.
-    pub async fn connect(
+    pub async fn connect<S>(
         &self,
-        tcp: TcpStream,
+        tcp: S,
         ip: IpAddr,
         expected: &SpiffeId,
-    ) -> Result<client::TlsStream<TcpStream>, ConnError> {
+    ) -> Result<client::TlsStream<S>, ConnError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let connected = async {
             self.require_certificate()?;
             // An IP server name: rustls sends no SNI for it, so no name leaks, and the

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use trellis_identity::SpiffeId;
 
@@ -30,6 +29,8 @@ use super::{
 use crate::inbound::app_addr;
 use crate::listener::Direction;
 use crate::metrics::Metrics;
+use crate::outbound::connect;
+use crate::tally::Counted;
 
 /// The inbound HTTP proxy of this pod, shared by every inbound connection.
 pub struct HttpInbound {
@@ -115,9 +116,18 @@ impl HttpInbound {
         let app = app_addr(dst.ip(), port);
 
         if version == Version::Http1 && is_upgrade(&parts.headers) {
-            let response = match TcpStream::connect(app).await {
-                Ok(tcp) => upgrade::relay(Request::from_parts(parts, body), tcp).await,
-                Err(e) => Err(Failure::Connect(format!("{app}: {e}"))),
+            let response = match connect(app).await {
+                Ok(tcp) => {
+                    let tcp = Counted::opened(
+                        tcp,
+                        &self.metrics,
+                        Direction::Inbound,
+                        false,
+                        String::new(),
+                    );
+                    upgrade::relay(Request::from_parts(parts, body), tcp).await
+                }
+                Err(e) => Err(Failure::Connect(e.to_string())),
             };
             return observer.respond(response.unwrap_or_else(|f| f.respond(false)));
         }

@@ -18,6 +18,7 @@ use http::{HeaderValue, Request, Response, header};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use trellis_identity::SpiffeId;
 
@@ -36,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::orig_dst::OrigDstAddr;
 use crate::outbound::connect;
 use crate::peers::Peers;
+use crate::tally::Counted;
 use crate::tls::MeshTls;
 
 /// How many endpoints one request may try when connections cannot be made.
@@ -274,6 +276,11 @@ impl HttpOutbound {
         }
     }
 
+    /// A connection this side opened, counted from now until it is dropped.
+    fn counted(&self, tcp: TcpStream, tls: bool, server_id: String) -> Counted<TcpStream> {
+        Counted::opened(tcp, &self.metrics, Direction::Outbound, tls, server_id)
+    }
+
     /// An `Upgrade` request: over a connection of its own, to a meshed endpoint's
     /// inbound port as HTTP/1.1 in mTLS naming the app port (as on the shared
     /// connection), or straight to an endpoint without a sidecar.
@@ -288,8 +295,13 @@ impl HttpOutbound {
                 request
                     .headers_mut()
                     .insert(DST_PORT, super::port_value(chosen.addr.port()));
+                let id = identity.to_string();
                 match connect(peer).await {
-                    Ok(tcp) => match self.tls.connect(tcp, peer.ip(), identity).await {
+                    Ok(tcp) => match self
+                        .tls
+                        .connect(self.counted(tcp, true, id), peer.ip(), identity)
+                        .await
+                    {
                         Ok(tls) => upgrade::relay(request, tls).await,
                         Err(e) => Err(Failure::Connect(format!("{peer}: {e}"))),
                     },
@@ -297,7 +309,7 @@ impl HttpOutbound {
                 }
             }
             None => match connect(chosen.addr).await {
-                Ok(tcp) => upgrade::relay(request, tcp).await,
+                Ok(tcp) => upgrade::relay(request, self.counted(tcp, false, String::new())).await,
                 Err(e) => Err(Failure::Connect(e.to_string())),
             },
         };

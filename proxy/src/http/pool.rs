@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use trellis_identity::SpiffeId;
 
 use super::Body;
@@ -28,6 +29,7 @@ use crate::backoff::Backoff;
 use crate::listener::Direction;
 use crate::metrics::Metrics;
 use crate::outbound::connect;
+use crate::tally::Counted;
 use crate::tls::MeshTls;
 
 /// Locks a std mutex even if a thread panicked while holding it: the maps it guards
@@ -199,17 +201,18 @@ impl MeshPool {
         let tcp = connect(addr)
             .await
             .map_err(|e| Failure::Connect(e.to_string()))?;
+        let tcp = Counted::opened(
+            tcp,
+            &self.metrics,
+            Direction::Outbound,
+            true,
+            identity.to_string(),
+        );
         let tls = self
             .tls
             .connect(tcp, ip, identity)
             .await
             .map_err(|e| Failure::Connect(format!("{addr}: {e}")))?;
-        self.metrics.opened(
-            Direction::Outbound,
-            true,
-            String::new(),
-            identity.to_string(),
-        );
         tracing::debug!(%addr, server_id = %identity, "mesh HTTP/2 connection established");
         h2_handshake(tls, addr.to_string()).await
     }
@@ -233,6 +236,9 @@ type IdleHttp1 = Arc<Mutex<HashMap<SocketAddr, Vec<http1::SendRequest<Body>>>>>;
 pub struct LocalPool {
     http1: IdleHttp1,
     http2: Slots<SocketAddr>,
+    /// The side of the proxy its connections count on (inbound: to the app).
+    direction: Direction,
+    metrics: Arc<Metrics>,
 }
 
 /// A connection ready to carry one request.
@@ -309,11 +315,27 @@ impl Conn {
 }
 
 impl LocalPool {
-    pub fn new() -> Self {
+    pub fn new(direction: Direction, metrics: Arc<Metrics>) -> Self {
         LocalPool {
             http1: Arc::default(),
             http2: Slots::new(),
+            direction,
+            metrics,
         }
+    }
+
+    /// A new plaintext connection to `addr`, counted.
+    async fn dial(&self, addr: SocketAddr) -> Result<Counted<TcpStream>, Failure> {
+        let tcp = connect(addr)
+            .await
+            .map_err(|e| Failure::Connect(e.to_string()))?;
+        Ok(Counted::opened(
+            tcp,
+            &self.metrics,
+            self.direction,
+            false,
+            String::new(),
+        ))
     }
 
     /// A connection to `addr` speaking `version`: an idle one, or a new one.
@@ -323,9 +345,7 @@ impl LocalPool {
                 let slot = self.http2.get(&addr);
                 let sender = slot
                     .sender(|| async {
-                        let tcp = connect(addr)
-                            .await
-                            .map_err(|e| Failure::Connect(e.to_string()))?;
+                        let tcp = self.dial(addr).await?;
                         h2_handshake(tcp, addr.to_string()).await
                     })
                     .await?;
@@ -335,9 +355,7 @@ impl LocalPool {
                 let sender = match self.idle_http1(addr) {
                     Some(sender) => sender,
                     None => {
-                        let tcp = connect(addr)
-                            .await
-                            .map_err(|e| Failure::Connect(e.to_string()))?;
+                        let tcp = self.dial(addr).await?;
                         let (sender, conn) = http1::Builder::new()
                             .handshake(TokioIo::new(tcp))
                             .await
@@ -365,11 +383,5 @@ impl LocalPool {
         idle.retain(|s| !s.is_closed());
         let ready = idle.iter().position(|s| s.is_ready())?;
         Some(idle.swap_remove(ready))
-    }
-}
-
-impl Default for LocalPool {
-    fn default() -> Self {
-        Self::new()
     }
 }
