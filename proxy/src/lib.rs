@@ -60,12 +60,6 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use error::Error;
 
-/// How many server-speaks-first destinations the outbound side remembers, and for
-/// how long: enough for every such service a pod talks to, short enough that a
-/// destination that changes protocol is detected again within minutes.
-const OPAQUE_MEMORY_CAPACITY: usize = 10_000;
-const OPAQUE_MEMORY_TTL: std::time::Duration = std::time::Duration::from_secs(600);
-
 /// The sockets the proxy serves, bound by the caller so that tests can bind
 /// `127.0.0.1:0`. Inbound and outbound have an IPv6 twin when the pod has IPv6,
 /// because proxy-init redirects IPv6 too.
@@ -170,10 +164,7 @@ pub async fn run(
             response_timeout: config.response_timeout,
         }),
         opaque_ports,
-        opaque_memory: Arc::new(opaque::OpaqueMemory::new(
-            OPAQUE_MEMORY_CAPACITY,
-            OPAQUE_MEMORY_TTL,
-        )),
+        opaque_memory: Arc::new(opaque::OpaqueMemory::default().counted_in(&metrics)),
         detect_timeout: config.detect_timeout,
         shutdown: shutdown.clone(),
     };

@@ -101,6 +101,12 @@ pub struct ResponseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForgetLabels {
+    /// `expired` (its TTL passed) or `evicted` (the memory was full).
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DetectLabels {
     pub direction: &'static str,
     /// `http1`, `http2`, `mesh_tls`, `tls`, `opaque`, or how detection was skipped or
@@ -140,6 +146,9 @@ pub struct Metrics {
     pub responses: Family<ResponseLabels, Counter>,
     pub response_latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
     pub detections: Family<DetectLabels, Counter>,
+    /// Destinations the outbound side remembers as server-speaks-first.
+    pub opaque_destinations: Gauge,
+    pub opaque_forgotten: Family<ForgetLabels, Counter>,
 }
 
 impl Metrics {
@@ -161,6 +170,8 @@ impl Metrics {
                 latency_histogram,
             );
         let detections = Family::<DetectLabels, Counter>::default();
+        let opaque_destinations = Gauge::default();
+        let opaque_forgotten = Family::<ForgetLabels, Counter>::default();
         registry.register(
             "tcp_open",
             "TCP connections accepted (peer=src) or opened (peer=dst)",
@@ -218,6 +229,16 @@ impl Metrics {
             "Connections by the protocol detection found (or why it was skipped)",
             detections.clone(),
         );
+        registry.register(
+            "opaque_destinations",
+            "Destinations remembered as server-speaks-first (detection skipped)",
+            opaque_destinations.clone(),
+        );
+        registry.register(
+            "opaque_forgotten",
+            "Server-speaks-first destinations forgotten, by reason",
+            opaque_forgotten.clone(),
+        );
         Metrics {
             registry,
             tcp_open,
@@ -233,7 +254,19 @@ impl Metrics {
             responses,
             response_latency,
             detections,
+            opaque_destinations,
+            opaque_forgotten,
         }
+    }
+
+    /// The `expired` and `evicted` counters of `opaque_forgotten`.
+    pub fn opaque_forgotten_counters(&self) -> (Counter, Counter) {
+        let counter = |reason| {
+            self.opaque_forgotten
+                .get_or_create(&ForgetLabels { reason })
+                .clone()
+        };
+        (counter("expired"), counter("evicted"))
     }
 
     pub fn detected(&self, direction: Direction, protocol: &'static str) {

@@ -9,17 +9,26 @@
 //!
 //! The memory is bounded (the oldest entry goes when it is full) because the set of
 //! destinations is not ours to bound, and every entry expires, so a destination that
-//! starts speaking another protocol is detected again after at most one TTL.
+//! starts speaking another protocol is detected again after at most one TTL. How
+//! many it holds, and how many it forgot and why, are metrics
+//! ([`counted_in`](OpaqueMemory::counted_in)).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How many destinations are remembered by default.
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::metrics::Metrics;
+
+/// How many destinations are remembered by default: enough for every such service a
+/// pod talks to.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
-/// How long a destination is remembered by default.
+/// How long a destination is remembered by default: short enough that a destination
+/// that changes protocol is detected again within minutes.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);
 
 /// Destinations whose clients sent nothing before the detection deadline.
@@ -33,6 +42,11 @@ pub struct OpaqueMemory {
     capacity: usize,
     /// How long a destination stays remembered after it was learned.
     ttl: Duration,
+    /// How many destinations are remembered, and how many were forgotten because
+    /// they expired or because the memory was full.
+    remembered: Gauge,
+    expired: Counter,
+    evicted: Counter,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +66,21 @@ impl OpaqueMemory {
             state: Mutex::new(State::default()),
             capacity,
             ttl,
+            remembered: Gauge::default(),
+            expired: Counter::default(),
+            evicted: Counter::default(),
+        }
+    }
+
+    /// The same memory, reporting to `metrics`' `opaque_destinations` and
+    /// `opaque_forgotten_total`.
+    pub fn counted_in(self, metrics: &Metrics) -> Self {
+        let (expired, evicted) = metrics.opaque_forgotten_counters();
+        OpaqueMemory {
+            remembered: metrics.opaque_destinations.clone(),
+            expired,
+            evicted,
+            ..self
         }
     }
 
@@ -71,6 +100,11 @@ impl OpaqueMemory {
         self.len_at(Instant::now())
     }
 
+    /// How long a destination stays remembered.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -79,8 +113,7 @@ impl OpaqueMemory {
         if self.capacity == 0 {
             return false;
         }
-        let mut state = self.lock();
-        state.expire(now, self.ttl);
+        let mut state = self.expired_by(now);
         // Not refreshed when already known: it expires one TTL after it was first
         // learned, so a destination that changed protocol is detected again.
         if state.learned.contains_key(&dst) {
@@ -88,23 +121,37 @@ impl OpaqueMemory {
         }
         while state.learned.len() >= self.capacity {
             state.forget_oldest();
+            self.evicted.inc();
         }
         state.learned.insert(dst, now);
         state.order.push_back((dst, now));
+        self.record(&state);
         true
     }
 
     fn is_opaque_at(&self, dst: SocketAddr, now: Instant) -> bool {
-        self.lock()
-            .learned
-            .get(&dst)
-            .is_some_and(|&at| now.saturating_duration_since(at) < self.ttl)
+        self.expired_by(now).learned.contains_key(&dst)
     }
 
     fn len_at(&self, now: Instant) -> usize {
+        self.expired_by(now).learned.len()
+    }
+
+    /// The state, without the entries that expired by `now` (counted as they go;
+    /// usually none, and then this is one look at the oldest entry).
+    fn expired_by(&self, now: Instant) -> std::sync::MutexGuard<'_, State> {
         let mut state = self.lock();
-        state.expire(now, self.ttl);
-        state.learned.len()
+        let expired = state.expire(now, self.ttl);
+        if expired > 0 {
+            self.expired.inc_by(expired);
+            self.record(&state);
+        }
+        state
+    }
+
+    fn record(&self, state: &State) {
+        self.remembered
+            .set(i64::try_from(state.learned.len()).unwrap_or(i64::MAX));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -121,8 +168,9 @@ impl Default for OpaqueMemory {
 }
 
 impl State {
-    /// Forgets every entry learned a TTL or more before `now`.
-    fn expire(&mut self, now: Instant, ttl: Duration) {
+    /// Forgets every entry learned a TTL or more before `now`; how many it forgot.
+    fn expire(&mut self, now: Instant, ttl: Duration) -> u64 {
+        let mut expired = 0;
         while let Some(&(dst, at)) = self.order.front() {
             if now.saturating_duration_since(at) < ttl {
                 break;
@@ -130,8 +178,10 @@ impl State {
             self.order.pop_front();
             if self.learned.get(&dst) == Some(&at) {
                 self.learned.remove(&dst);
+                expired += 1;
             }
         }
+        expired
     }
 
     /// Forgets the entry learned first.

@@ -105,9 +105,11 @@ impl Outbound {
                     port = dst.0.port(),
                     timeout = ?self.detect_timeout,
                     "the app sent nothing before the detection deadline: treating {dst} as \
-                     server-speaks-first from now on; set the pod annotation \
-                     `trellis.io/opaque-ports: \"{}\"` (or the Service port's protocol to TCP) \
-                     to skip detection altogether",
+                     server-speaks-first for the next {:?}; to skip detection for it from \
+                     the start, set the annotation `trellis.io/opaque-ports: \"{}\"` on its \
+                     Service (every client's sidecar) or on this workload's pod template \
+                     (this sidecar alone)",
+                    self.opaque_memory.ttl(),
                     dst.0.port(),
                 );
             }

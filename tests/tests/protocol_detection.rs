@@ -107,6 +107,12 @@ fn a_server_that_speaks_first_works_through_the_mesh_and_is_remembered_as_opaque
         "{}",
         metrics.text
     );
+    assert_eq!(
+        metrics.sum("opaque_destinations", &[]),
+        1.0,
+        "{}",
+        metrics.text
+    );
 
     // 3. On a port the operator declared opaque, nothing is detected at all.
     let (banner, reply) = greet(client, pods.server_at(DECLARED_PORT))?;

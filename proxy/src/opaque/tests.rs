@@ -134,3 +134,32 @@ fn a_poisoned_lock_does_not_take_the_proxy_down() {
     assert!(memory.learn_at(dst(26), now));
     assert_eq!(memory.len_at(now), 2);
 }
+
+#[test]
+fn the_metrics_count_what_is_remembered_and_what_was_forgotten_and_why() {
+    let metrics = crate::metrics::Metrics::new();
+    let memory = OpaqueMemory::new(2, TTL).counted_in(&metrics);
+    let now = Instant::now();
+    let value = |name: &str, label: &str| {
+        metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(label))
+            .and_then(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    memory.learn_at(dst(1), now);
+    memory.learn_at(dst(2), now);
+    memory.learn_at(dst(3), now + Duration::from_secs(1));
+    assert_eq!(value("opaque_destinations ", ""), 2);
+    assert_eq!(value("opaque_forgotten_total", "evicted"), 1);
+    assert_eq!(value("opaque_forgotten_total", "expired"), 0);
+
+    // Looking a destination up is enough to let the expired ones go.
+    assert!(!memory.is_opaque_at(dst(2), now + TTL));
+    assert_eq!(value("opaque_destinations ", ""), 1);
+    assert_eq!(value("opaque_forgotten_total", "expired"), 1);
+    assert!(!memory.is_opaque_at(dst(3), now + TTL + Duration::from_secs(1)));
+    assert_eq!(value("opaque_destinations ", ""), 0);
+    assert_eq!(value("opaque_forgotten_total", "expired"), 2);
+}
