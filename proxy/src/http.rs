@@ -107,6 +107,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes the hop-by-hop headers of an `Upgrade` request except the two the next hop
+/// needs to switch: `Connection: upgrade` and `Upgrade` itself.
+pub fn strip_for_upgrade(headers: &mut HeaderMap) {
+    let protocols: Vec<HeaderValue> = headers.get_all(header::UPGRADE).iter().cloned().collect();
+    strip_hop_by_hop(headers);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    for protocol in protocols {
+        headers.append(header::UPGRADE, protocol);
+    }
+}
+
 /// Whether the message asks to switch protocols (RFC 9110 §7.8): an `Upgrade` header
 /// named by `Connection`.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {

@@ -24,7 +24,7 @@ use super::observe::Observer;
 use super::pool::{LocalPool, SendError, Version};
 use super::{
     Body, CLIENT_ID, DST_PORT, ORIG_PROTO, PROXY_ERROR, is_grpc, is_upgrade, restore, shape_for,
-    strip_hop_by_hop, upgrade,
+    strip_for_upgrade, strip_hop_by_hop, upgrade,
 };
 use crate::inbound::app_addr;
 use crate::listener::Direction;
@@ -125,7 +125,9 @@ impl HttpInbound {
                         false,
                         String::new(),
                     );
-                    upgrade::relay(Request::from_parts(parts, body), tcp).await
+                    strip_for_upgrade(&mut parts.headers);
+                    let request = Request::from_parts(parts, body);
+                    upgrade::relay(request, tcp, self.response_timeout).await
                 }
                 Err(e) => Err(Failure::Connect(e.to_string())),
             };

@@ -28,7 +28,7 @@ use super::observe::Observer;
 use super::pool::{Conn, LocalPool, MeshPool, SendError, Version};
 use super::{
     Body, DST_PORT, ORIG_PROTO, PROXY_ERROR, is_grpc, is_upgrade, restore, shape_for,
-    strip_hop_by_hop, upgrade,
+    strip_for_upgrade, strip_hop_by_hop, upgrade,
 };
 use crate::balance::InFlight;
 use crate::directory::{Destination, Directory};
@@ -87,9 +87,9 @@ const UNREACHED: &str = "connect";
 /// failed (it could not reach its app, or lost it mid-request), rather than the
 /// app's own answer; the kind it gave. Only a peer sidecar sets [`PROXY_ERROR`]: the
 /// inbound side removes it from every app response.
-fn peer_failure(chosen: &Chosen, response: &Response<Incoming>) -> Option<&'static str> {
+fn peer_failure(chosen: &Chosen, headers: &http::HeaderMap) -> Option<&'static str> {
     chosen.identity.as_ref()?;
-    let kind = response.headers().get(PROXY_ERROR)?;
+    let kind = headers.get(PROXY_ERROR)?;
     [UNREACHED, "upstream"]
         .into_iter()
         .find(|k| kind.as_bytes() == k.as_bytes())
@@ -215,7 +215,7 @@ impl HttpOutbound {
                         .respond(Failure::Timeout(self.response_timeout).respond(grpc));
                 }
             };
-            match peer_failure(&chosen, &response) {
+            match peer_failure(&chosen, response.headers()) {
                 None => chosen.succeeded(),
                 Some(kind) => {
                     tracing::debug!(endpoint = %chosen.addr, kind, "the peer sidecar could not get a response from its app");
@@ -287,8 +287,14 @@ impl HttpOutbound {
     async fn upgrade(
         &self,
         mut request: Request<Incoming>,
-        chosen: Chosen,
+        mut chosen: Chosen,
     ) -> Result<Response<Body>, Failure> {
+        let headers = request.headers_mut();
+        strip_for_upgrade(headers);
+        // The mesh's own headers are the proxy's to set, never the app's.
+        headers.remove(DST_PORT);
+        headers.remove(ORIG_PROTO);
+        let timeout = self.response_timeout;
         let result = match &chosen.identity {
             Some(identity) => {
                 let peer = SocketAddr::new(chosen.addr.ip(), self.mesh.port());
@@ -302,22 +308,26 @@ impl HttpOutbound {
                         .connect(self.counted(tcp, true, id), peer.ip(), identity)
                         .await
                     {
-                        Ok(tls) => upgrade::relay(request, tls).await,
+                        Ok(tls) => upgrade::relay(request, tls, timeout).await,
                         Err(e) => Err(Failure::Connect(format!("{peer}: {e}"))),
                     },
                     Err(e) => Err(Failure::Connect(e.to_string())),
                 }
             }
             None => match connect(chosen.addr).await {
-                Ok(tcp) => upgrade::relay(request, self.counted(tcp, false, String::new())).await,
+                Ok(tcp) => {
+                    let tcp = self.counted(tcp, false, String::new());
+                    upgrade::relay(request, tcp, timeout).await
+                }
                 Err(e) => Err(Failure::Connect(e.to_string())),
             },
         };
-        if let Some(in_flight) = chosen.in_flight {
-            match &result {
-                Ok(_) => in_flight.success(),
-                Err(_) => in_flight.failure(),
-            }
+        match &result {
+            Ok(response) if peer_failure(&chosen, response.headers()).is_some() => chosen.failed(),
+            Ok(_) => chosen.succeeded(),
+            Err(Failure::Connect(_)) => chosen.failed(),
+            // It was reached: slow or broken after that says nothing of its health.
+            Err(_) => {}
         }
         result
     }

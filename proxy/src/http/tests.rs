@@ -90,3 +90,31 @@ fn http2_requests_become_http1_with_origin_form_and_host() {
     shape_for(&mut p, pool::Version::Http1, fallback);
     assert_eq!(p.headers[header::HOST], "web.shop");
 }
+
+#[test]
+fn an_upgrade_keeps_only_the_hop_by_hop_headers_that_ask_for_the_switch() {
+    let mut h = headers(&[
+        ("connection", "Upgrade, X-Hop"),
+        ("upgrade", "websocket"),
+        ("x-hop", "secret"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("te", "gzip"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ]);
+    strip_for_upgrade(&mut h);
+    let mut left: Vec<(&str, &str)> = h
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+        .collect();
+    left.sort_unstable();
+    assert_eq!(
+        left,
+        [
+            ("connection", "upgrade"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("upgrade", "websocket"),
+        ]
+    );
+    assert!(is_upgrade(&h));
+}

@@ -7,6 +7,8 @@
 //! connection to the endpoint (mTLS to a meshed one), and the inbound side, which
 //! sees HTTP/1.1 after terminating that mTLS, relays it to the app the same way.
 
+use std::time::Duration;
+
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -14,16 +16,22 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::errors::Failure;
-use super::{Body, boxed};
+use super::{Body, boxed, deadline, strip_hop_by_hop};
 
-/// Sends the upgrade request `request` over `io`; if the server switches protocols,
-/// answers the caller with its `101` and splices the two upgraded connections until
-/// both sides close. Any other answer is returned as an ordinary response.
-pub async fn relay<I>(mut request: Request<Incoming>, io: I) -> Result<Response<Body>, Failure>
+/// Sends the upgrade request `request` over `io`; if the server switches protocols
+/// within `timeout` (of the request's end), answers the caller with its `101` and
+/// splices the two upgraded connections until both sides close. Any other answer is
+/// returned as an ordinary response.
+pub async fn relay<I>(
+    mut request: Request<Incoming>,
+    io: I,
+    timeout: Duration,
+) -> Result<Response<Body>, Failure>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let client_side = hyper::upgrade::on(&mut request);
+    let (request, mut sent) = deadline::watch(request);
     let (mut sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
@@ -33,9 +41,9 @@ where
             tracing::debug!(%error, "upgrade connection ended");
         }
     });
-    let mut response = sender
-        .send_request(request.map(boxed))
+    let mut response = deadline::within(timeout, &mut sent, sender.send_request(request))
         .await
+        .ok_or(Failure::Timeout(timeout))?
         .map_err(|e| Failure::Upstream(e.to_string()))?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let server_side = hyper::upgrade::on(&mut response);
@@ -53,6 +61,8 @@ where
                 Err(error) => tracing::debug!(%error, "tunnel failed"),
             }
         });
+    } else {
+        strip_hop_by_hop(response.headers_mut());
     }
     Ok(response.map(boxed))
 }
