@@ -229,8 +229,52 @@ pub enum Version {
 /// connection is closed once its response ends.
 const MAX_IDLE_HTTP1: usize = 64;
 
-/// Idle HTTP/1.1 connections by address.
-type IdleHttp1 = Arc<Mutex<HashMap<SocketAddr, Vec<http1::SendRequest<Body>>>>>;
+/// The fewest addresses at which [`IdleHttp1`] looks for ones without a live
+/// connection.
+const MIN_PRUNE: usize = 64;
+
+/// Idle HTTP/1.1 connections by address, shared with the [`Conn`]s that return them.
+type IdleHttp1 = Arc<Mutex<Idle>>;
+
+/// Idle HTTP/1.1 connections by address. An address whose connections have all
+/// closed is forgotten: at once when a checkout finds none left, and otherwise when
+/// the map has doubled since it was last swept, so that the passthrough destinations
+/// an app called once do not accumulate (O(1) per new address over time).
+#[derive(Default)]
+pub struct Idle {
+    by_addr: HashMap<SocketAddr, Vec<http1::SendRequest<Body>>>,
+    /// The size at which the next new address sweeps the map.
+    prune_at: usize,
+}
+
+impl Idle {
+    /// Keeps `sender` for reuse, unless `addr` already has as many as it may.
+    fn park(&mut self, addr: SocketAddr, sender: http1::SendRequest<Body>) {
+        if !self.by_addr.contains_key(&addr) && self.by_addr.len() >= self.prune_at {
+            self.by_addr.retain(|_, parked| {
+                parked.retain(|s| !s.is_closed());
+                !parked.is_empty()
+            });
+            self.prune_at = (2 * self.by_addr.len()).max(MIN_PRUNE);
+        }
+        let parked = self.by_addr.entry(addr).or_default();
+        if parked.len() < MAX_IDLE_HTTP1 {
+            parked.push(sender);
+        }
+    }
+
+    /// A live connection to `addr` that is ready for a request.
+    fn take(&mut self, addr: SocketAddr) -> Option<http1::SendRequest<Body>> {
+        let parked = self.by_addr.get_mut(&addr)?;
+        parked.retain(|s| !s.is_closed());
+        if parked.is_empty() {
+            self.by_addr.remove(&addr);
+            return None;
+        }
+        let ready = parked.iter().position(|s| s.is_ready())?;
+        Some(parked.swap_remove(ready))
+    }
+}
 
 /// Plaintext connections to local apps and to endpoints without a sidecar.
 pub struct LocalPool {
@@ -301,13 +345,7 @@ impl Conn {
                 let response = sender.try_send_request(request);
                 // Back in the pool at once: it reads as ready again only when this
                 // response has been read to its end.
-                {
-                    let mut pools = lock(&idle);
-                    let parked = pools.entry(addr).or_default();
-                    if parked.len() < MAX_IDLE_HTTP1 {
-                        parked.push(sender);
-                    }
-                }
+                lock(&idle).park(addr, sender);
                 response.await.map_err(|e| send_error(e, addr))
             }
         }
@@ -336,6 +374,17 @@ impl LocalPool {
             false,
             String::new(),
         ))
+    }
+
+    /// Sends `request` to `addr` in `version` over an idle connection or a new one.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        version: Version,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let conn = self.checkout(addr, version).await?;
+        conn.send(request).await.map_err(SendError::into_failure)
     }
 
     /// A connection to `addr` speaking `version`: an idle one, or a new one.
@@ -378,10 +427,15 @@ impl LocalPool {
     }
 
     fn idle_http1(&self, addr: SocketAddr) -> Option<http1::SendRequest<Body>> {
-        let mut pools = lock(&self.http1);
-        let idle = pools.get_mut(&addr)?;
-        idle.retain(|s| !s.is_closed());
-        let ready = idle.iter().position(|s| s.is_ready())?;
-        Some(idle.swap_remove(ready))
+        lock(&self.http1).take(addr)
+    }
+
+    /// How many addresses the idle HTTP/1.1 map holds.
+    #[cfg(test)]
+    fn idle_addresses(&self) -> usize {
+        lock(&self.http1).by_addr.len()
     }
 }
+
+#[cfg(test)]
+mod tests;
