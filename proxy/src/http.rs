@@ -195,6 +195,33 @@ pub fn restore(
     http::Response::from_parts(parts, boxed(body))
 }
 
+/// A copy of a request without a body, to send again.
+pub fn replay_of(request: &http::Request<Body>) -> http::Request<Body> {
+    let mut copy = http::Request::new(empty());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// Whether a request may be sent again after the connection closed under it
+/// without an answer: it has no body and is idempotent (RFC 9110 §9.2.2), so a
+/// server that did see it would do the same thing twice, as Go's client assumes.
+pub fn is_replayable(request: &http::Request<Body>) -> bool {
+    use http::Method;
+    http_body::Body::is_end_stream(request.body())
+        && matches!(
+            *request.method(),
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        )
+}
+
 /// The header value of a port number.
 pub fn port_value(port: u16) -> HeaderValue {
     HeaderValue::from(port)

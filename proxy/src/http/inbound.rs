@@ -21,7 +21,7 @@ use trellis_identity::SpiffeId;
 use super::deadline;
 use super::errors::Failure;
 use super::observe::Observer;
-use super::pool::{LocalPool, SendError, Version};
+use super::pool::{LocalPool, Version};
 use super::{
     Body, CLIENT_ID, DST_PORT, ORIG_PROTO, PROXY_ERROR, is_grpc, is_upgrade, restore, shape_for,
     strip_for_upgrade, strip_hop_by_hop, upgrade,
@@ -138,10 +138,8 @@ impl HttpInbound {
         parts.headers.remove(header::EXPECT);
         shape_for(&mut parts, app_version, app);
         let (request, mut sent) = deadline::watch(Request::from_parts(parts, body));
-        let response = deadline::within(self.response_timeout, &mut sent, async {
-            let conn = self.local.checkout(app, app_version).await?;
-            conn.send(request).await.map_err(SendError::into_failure)
-        });
+        let sending = self.local.send(app, app_version, request);
+        let response = deadline::within(self.response_timeout, &mut sent, sending);
         let response = match response.await {
             Some(Ok(response)) => {
                 let mut response = restore(response, version);
@@ -150,7 +148,7 @@ impl HttpInbound {
                 response.headers_mut().remove(PROXY_ERROR);
                 response
             }
-            Some(Err(failure)) => failure.respond(grpc),
+            Some(Err(failure)) => failure.into_failure().respond(grpc),
             None => Failure::Timeout(self.response_timeout).respond(grpc),
         };
         observer.respond(response)

@@ -95,16 +95,6 @@ fn peer_failure(chosen: &Chosen, headers: &http::HeaderMap) -> Option<&'static s
         .find(|k| kind.as_bytes() == k.as_bytes())
 }
 
-/// A copy of a request without a body, to send again.
-fn replay_of(request: &Request<Body>) -> Request<Body> {
-    let mut copy = Request::new(super::empty());
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    copy
-}
-
 impl HttpOutbound {
     /// Serves the app's connection to `dst`, which speaks `version`.
     pub async fn serve<I>(
@@ -175,29 +165,18 @@ impl HttpOutbound {
                 }
                 Destination::Pod { .. } | Destination::Passthrough => false,
             };
-            let conn = match self.connect(&chosen, version).await {
-                Ok(conn) => conn,
-                Err(failure) => {
-                    tracing::debug!(endpoint = %chosen.addr, %failure, "cannot connect");
-                    chosen.failed();
-                    if another {
-                        tried.push(chosen.addr);
-                        continue;
-                    }
-                    return observe(&chosen.identity).respond(failure.respond(grpc));
-                }
-            };
             let prepared = prepare(request, version, &chosen, dst);
             // A peer sidecar that could not reach its app never passed the request on:
             // a request without a body can then go to another endpoint as it is. One
             // with a body cannot, since its body has been read (and is not kept).
             let replay = (another && chosen.identity.is_some() && prepared.body().is_end_stream())
-                .then(|| replay_of(&prepared));
-            let response = deadline::within(self.response_timeout, &mut sent, conn.send(prepared));
+                .then(|| super::replay_of(&prepared));
+            let exchange = self.exchange(&chosen, version, prepared);
+            let response = deadline::within(self.response_timeout, &mut sent, exchange);
             let response = match response.await {
                 Some(Ok(response)) => response,
                 Some(Err(SendError::Unsent(unsent, failure))) => {
-                    tracing::debug!(endpoint = %chosen.addr, %failure, "connection closed before the request was sent");
+                    tracing::debug!(endpoint = %chosen.addr, %failure, "request not sent");
                     chosen.failed();
                     if another {
                         tried.push(chosen.addr);
@@ -206,7 +185,7 @@ impl HttpOutbound {
                     }
                     return observe(&chosen.identity).respond(failure.respond(grpc));
                 }
-                Some(Err(SendError::Failed(failure))) => {
+                Some(Err(SendError::Closed(failure) | SendError::Failed(failure))) => {
                     chosen.failed();
                     return observe(&chosen.identity).respond(failure.respond(grpc));
                 }
@@ -231,16 +210,21 @@ impl HttpOutbound {
         }
     }
 
-    /// A connection to `chosen` for one request: the shared mesh connection to its
-    /// pod, or a plaintext one from the local pool.
-    async fn connect(&self, chosen: &Chosen, version: Version) -> Result<Conn, Failure> {
+    /// Sends `request` to `chosen`: over the shared mesh connection to its pod, or in
+    /// plaintext over the local pool. A request that could not get a connection, or
+    /// whose connection closed before it was written, comes back unsent.
+    async fn exchange(
+        &self,
+        chosen: &Chosen,
+        version: Version,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, SendError> {
         match &chosen.identity {
-            Some(identity) => self
-                .mesh
-                .sender(chosen.addr.ip(), identity)
-                .await
-                .map(|sender| Conn::Http2 { sender }),
-            None => self.local.checkout(chosen.addr, version).await,
+            Some(identity) => match self.mesh.sender(chosen.addr.ip(), identity).await {
+                Ok(sender) => Conn::Http2 { sender }.send(request).await,
+                Err(failure) => Err(SendError::Unsent(Box::new(request), failure)),
+            },
+            None => self.local.send(chosen.addr, version, request).await,
         }
     }
 

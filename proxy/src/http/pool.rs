@@ -304,6 +304,9 @@ pub enum SendError {
     /// The connection had closed before the request was written (hyper handed it
     /// back): nothing reached the server, so it may go out again, whatever its method.
     Unsent(Box<Request<Body>>, Failure),
+    /// Written, and the connection closed before any answer: what a server closing
+    /// an idle connection as the request went out looks like (it never read it).
+    Closed(Failure),
     /// Written, at least in part, and then the connection failed.
     Failed(Failure),
 }
@@ -311,7 +314,9 @@ pub enum SendError {
 impl SendError {
     pub fn into_failure(self) -> Failure {
         match self {
-            SendError::Unsent(_, failure) | SendError::Failed(failure) => failure,
+            SendError::Unsent(_, failure)
+            | SendError::Closed(failure)
+            | SendError::Failed(failure) => failure,
         }
     }
 }
@@ -325,8 +330,24 @@ fn send_error(
     let failure = Failure::Upstream(format!("{peer}: {}", error.error()));
     match message {
         Some(request) => SendError::Unsent(Box::new(request), failure),
+        None if closed_before_answer(error.error()) => SendError::Closed(failure),
         None => SendError::Failed(failure),
     }
+}
+
+/// Whether the connection ended (closed or reset) before any of the answer came.
+fn closed_before_answer(error: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    error.is_incomplete_message()
+        || error
+            .source()
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                )
+            })
 }
 
 impl Conn {
@@ -377,18 +398,61 @@ impl LocalPool {
     }
 
     /// Sends `request` to `addr` in `version` over an idle connection or a new one.
+    ///
+    /// An app may close an idle connection just as a request goes out on it. When
+    /// hyper says the request was never written (it hands it back), or, for an
+    /// idempotent request without a body, that the connection closed before any of
+    /// the answer came, the request is sent once more on a new connection: the app
+    /// never saw it. A request that could not get a connection at all comes back
+    /// [`SendError::Unsent`].
     pub async fn send(
         &self,
         addr: SocketAddr,
         version: Version,
         request: Request<Body>,
-    ) -> Result<Response<Incoming>, Failure> {
-        let conn = self.checkout(addr, version).await?;
-        conn.send(request).await.map_err(SendError::into_failure)
+    ) -> Result<Response<Incoming>, SendError> {
+        let (conn, reused) = match self.checkout(addr, version).await {
+            Ok(checked_out) => checked_out,
+            Err(failure) => return Err(SendError::Unsent(Box::new(request), failure)),
+        };
+        if !reused {
+            return conn.send(request).await;
+        }
+        let replay = super::is_replayable(&request).then(|| super::replay_of(&request));
+        let again = match conn.send(request).await {
+            Err(SendError::Unsent(request, _)) => *request,
+            Err(SendError::Closed(failure)) => match replay {
+                Some(replay) => replay,
+                None => return Err(SendError::Failed(failure)),
+            },
+            sent => return sent,
+        };
+        tracing::debug!(%addr, "the idle connection had closed; sending again on a new one");
+        let conn = match self.connect(addr, version).await {
+            Ok(conn) => conn,
+            Err(failure) => return Err(SendError::Unsent(Box::new(again), failure)),
+        };
+        conn.send(again).await
     }
 
-    /// A connection to `addr` speaking `version`: an idle one, or a new one.
-    pub async fn checkout(&self, addr: SocketAddr, version: Version) -> Result<Conn, Failure> {
+    /// A connection to `addr` speaking `version`: an idle one (true), or a new one.
+    async fn checkout(&self, addr: SocketAddr, version: Version) -> Result<(Conn, bool), Failure> {
+        if version == Version::Http1
+            && let Some(sender) = self.idle_http1(addr)
+        {
+            let idle = self.http1.clone();
+            return Ok((Conn::Http1 { addr, sender, idle }, true));
+        }
+        // An HTTP/2 connection is shared, never idle: a request it hands back went
+        // out just as it closed, and the slot makes a new one next time.
+        Ok((
+            self.connect(addr, version).await?,
+            version == Version::Http2,
+        ))
+    }
+
+    /// A new HTTP/1.1 connection to `addr`, or the HTTP/2 one (made if need be).
+    async fn connect(&self, addr: SocketAddr, version: Version) -> Result<Conn, Failure> {
         match version {
             Version::Http2 => {
                 let slot = self.http2.get(&addr);
@@ -401,22 +465,16 @@ impl LocalPool {
                 Ok(Conn::Http2 { sender })
             }
             Version::Http1 => {
-                let sender = match self.idle_http1(addr) {
-                    Some(sender) => sender,
-                    None => {
-                        let tcp = self.dial(addr).await?;
-                        let (sender, conn) = http1::Builder::new()
-                            .handshake(TokioIo::new(tcp))
-                            .await
-                            .map_err(|e| Failure::Connect(format!("{addr}: {e}")))?;
-                        tokio::spawn(async move {
-                            if let Err(error) = conn.await {
-                                tracing::debug!(%addr, %error, "HTTP/1.1 connection ended");
-                            }
-                        });
-                        sender
+                let tcp = self.dial(addr).await?;
+                let (sender, conn) = http1::Builder::new()
+                    .handshake(TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| Failure::Connect(format!("{addr}: {e}")))?;
+                tokio::spawn(async move {
+                    if let Err(error) = conn.await {
+                        tracing::debug!(%addr, %error, "HTTP/1.1 connection ended");
                     }
-                };
+                });
                 Ok(Conn::Http1 {
                     addr,
                     sender,
