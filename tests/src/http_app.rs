@@ -9,6 +9,9 @@
 //! - `/upload`: reads the body, checks it is the [`pattern`], and says how many bytes
 //!   came and whether they were intact.
 //! - `/download/N`: N bytes of the [`pattern`], streamed, never held whole.
+//! - `/trailers`: reads the body and answers with its length and the request's
+//!   trailers, one `name: value` a line; its own answer ends with the trailer
+//!   `x-app-trailer: done`.
 //! - `/status/CODE`: that status.
 //! - `/slow/MS`: waits MS milliseconds before its response headers.
 //! - `/hold`: waits until the test calls [`HttpApp::release`], so a test can see how
@@ -31,6 +34,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{oneshot, watch};
@@ -178,6 +182,7 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<AppBody> 
         (Some("who"), None) => (StatusCode::OK, text(format!("{}\n", state.name))),
         (Some("headers"), None) => (StatusCode::OK, text(headers_of(&request))),
         (Some("upload"), None) => upload(request.into_body()).await,
+        (Some("trailers"), None) => trailers(request.into_body()).await,
         (Some("download"), Some(len)) => match len.parse() {
             Ok(len) => (StatusCode::OK, PatternBody::new(len).boxed()),
             Err(_) => (StatusCode::BAD_REQUEST, text(format!("bad length {len}\n"))),
@@ -216,6 +221,10 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<AppBody> 
     }
     if let Ok(protocol) = protocol.parse() {
         headers.insert("x-app-protocol", protocol);
+    }
+    if path == "/trailers" {
+        // HTTP/1.1 servers send only the trailers they announce.
+        headers.insert("trailer", HeaderValue::from_static("x-app-trailer"));
     }
     response
 }
@@ -257,6 +266,60 @@ async fn upload(mut body: Incoming) -> (StatusCode, AppBody) {
         StatusCode::OK,
         text(format!("received {received} bytes, {verdict}\n")),
     )
+}
+
+/// Reads the body and its trailers; answers with both, and trailers of its own.
+async fn trailers(body: Incoming) -> (StatusCode, AppBody) {
+    let collected = match body.collect().await {
+        Ok(collected) => collected,
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                text(format!("the body broke: {error}\n")),
+            );
+        }
+    };
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let mut report = format!("received {} bytes\n", collected.to_bytes().len());
+    for (name, value) in &trailers {
+        report.push_str(&format!(
+            "trailer {name}: {}\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    let mut own = HeaderMap::new();
+    own.insert("x-app-trailer", HeaderValue::from_static("done"));
+    let body = WithTrailers {
+        data: Some(Bytes::from(report)),
+        trailers: Some(own),
+    };
+    (StatusCode::OK, body.boxed())
+}
+
+/// One chunk of data, then trailers.
+struct WithTrailers {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Body for WithTrailers {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let frame = match self.data.take() {
+            Some(data) => Some(Frame::data(data)),
+            None => self.trailers.take().map(Frame::trailers),
+        };
+        Poll::Ready(frame.map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
 }
 
 /// `len` bytes of the pattern, made 64 KiB at a time as the connection takes them.

@@ -7,6 +7,7 @@
 //! the protocol the client spoke. Neither app knows about the mesh.
 
 use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
@@ -390,4 +391,55 @@ fn request_counts(metrics: &Metrics, labels: &[(&str, &str)]) -> BTreeMap<&'stat
             metrics.sum("response_latency_ms_count", labels),
         ),
     ])
+}
+
+#[test]
+fn an_http1_request_with_trailers_arrives_with_them_and_the_answers_trailers_come_back()
+-> anyhow::Result<()> {
+    if !host_can_run_pods(&[CURL]) {
+        return Ok(());
+    }
+    let (pods, _app) = start()?;
+    let PodPair { client, server, .. } = &pods;
+
+    // What a client that streams a body and then its checksum sends: chunked, the
+    // trailer announced, and trailers accepted in return. Written by hand, as a real
+    // client would put it on the wire.
+    let target = pods.server_at(APP_PORT);
+    let request = format!(
+        "POST /trailers HTTP/1.1\r\n\
+         Host: {target}\r\n\
+         Transfer-Encoding: chunked\r\n\
+         Trailer: x-checksum\r\n\
+         TE: trailers\r\n\
+         Connection: close\r\n\
+         \r\n\
+         5\r\nhello\r\n\
+         6\r\n, mesh\r\n\
+         0\r\n\
+         x-checksum: 4f1a\r\n\
+         \r\n"
+    );
+    let mut conn = client.connect(target)?;
+    conn.write_all(request.as_bytes())?;
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+
+    // The app saw the whole body and the trailer, after the sidecars' HTTP/2 leg.
+    assert!(
+        answer.starts_with("http/1.1 200"),
+        "{answer}\n{}\n{}",
+        client.proxy_log(),
+        server.proxy_log()
+    );
+    assert!(answer.contains("received 11 bytes\n"), "{answer}");
+    assert!(answer.contains("trailer x-checksum: 4f1a\n"), "{answer}");
+    // The answer came back chunked with the app's own trailer.
+    assert!(answer.contains("transfer-encoding: chunked"), "{answer}");
+    assert!(
+        answer.contains("\r\n0\r\nx-app-trailer: done\r\n"),
+        "{answer}"
+    );
+    Ok(())
 }

@@ -214,3 +214,35 @@ fn the_response_timeout_counts_from_the_end_of_the_upload_so_a_slow_upload_succe
     let run = curl_in(client.netns(), &[&slow])?;
     assert_proxy_error(&run, 504, client)
 }
+
+#[test]
+fn when_the_peer_sidecar_cannot_be_reached_http_callers_get_502_and_grpc_callers_unavailable()
+-> anyhow::Result<()> {
+    if !host_can_run_pods(&[CURL]) {
+        return Ok(());
+    }
+    // The server pod is still there and still known to discovery, but its sidecar
+    // is gone: nothing accepts on its inbound port.
+    let mut pods = PodPair::start(&[])?;
+    let _http = HttpApp::start_in(pods.server.netns(), HTTP_PORT, "server")?;
+    pods.server.kill_sidecar()?;
+    let client = &pods.client;
+
+    let run = curl_in(
+        client.netns(),
+        &[&format!("http://{}/who", pods.server_at(HTTP_PORT))],
+    )?;
+    assert_proxy_error(&run, 502, client)?;
+    assert_eq!(
+        run.transfer()?.header("trellis-proxy-error"),
+        Some("connect"),
+        "{}",
+        run.body()
+    );
+    assert_grpc_error(
+        client,
+        pods.server_at(GRPC_PORT),
+        &["unary", "hello"],
+        "UNAVAILABLE",
+    )
+}

@@ -192,3 +192,103 @@ impl HttpInbound {
         Ok((port, app_version))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MESH_PORT: u16 = 4143;
+
+    fn inbound() -> HttpInbound {
+        let metrics = Arc::new(Metrics::new());
+        HttpInbound {
+            local: LocalPool::new(Direction::Inbound, metrics.clone()),
+            metrics,
+            response_timeout: Duration::from_secs(30),
+            mesh_port: MESH_PORT,
+        }
+    }
+
+    fn caller(id: Option<&str>) -> Caller {
+        Caller {
+            id: id.map(|id| id.parse().unwrap()),
+            header: None,
+        }
+    }
+
+    fn dst(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 7], port))
+    }
+
+    const PEER: Option<&str> = Some("spiffe://cluster.local/ns/shop/sa/web");
+
+    fn target(
+        dst_port: u16,
+        version: Version,
+        who: Option<&str>,
+        named_port: Option<&'static str>,
+        orig_proto: Option<&'static str>,
+    ) -> Result<(u16, Version), Failure> {
+        inbound().target(
+            dst(dst_port),
+            version,
+            &caller(who),
+            named_port.map(HeaderValue::from_static),
+            orig_proto.map(HeaderValue::from_static),
+        )
+    }
+
+    #[test]
+    fn a_plaintext_caller_gets_the_port_it_connected_to_in_the_protocol_it_spoke() {
+        // Whatever it says in the mesh's headers.
+        let got = target(7070, Version::Http2, None, Some("22"), Some("HTTP/1.1")).unwrap();
+        assert_eq!(got, (7070, Version::Http2));
+        let got = target(
+            7070,
+            Version::Http1,
+            None,
+            Some("not a port"),
+            Some("bogus"),
+        )
+        .unwrap();
+        assert_eq!(got, (7070, Version::Http1));
+    }
+
+    #[test]
+    fn a_verified_peer_names_the_app_port_and_the_callers_protocol() {
+        let got = target(MESH_PORT, Version::Http2, PEER, Some("8080"), None).unwrap();
+        assert_eq!(got, (8080, Version::Http2));
+        for proto in ["HTTP/1.1", "HTTP/1.0"] {
+            let got = target(MESH_PORT, Version::Http2, PEER, Some("8080"), Some(proto)).unwrap();
+            assert_eq!(got, (8080, Version::Http1), "{proto}");
+        }
+    }
+
+    #[test]
+    fn a_bad_port_or_protocol_from_a_peer_is_a_400() {
+        let cases = [
+            (Some("abc"), None, "not a port"),
+            (Some("0"), None, "not a port"),
+            (Some("70000"), None, "not a port"),
+            (Some("-1"), None, "not a port"),
+            // The mesh transport arrives on the proxy's own port: a request there must
+            // name where it goes, and cannot name the proxy itself.
+            (None, None, "must name its app port"),
+            (Some("4143"), None, "must name its app port"),
+            (Some("8080"), Some("HTTP/2"), "not a protocol"),
+            (Some("8080"), Some("h2c"), "not a protocol"),
+        ];
+        for (port, proto, why) in cases {
+            let failure = target(MESH_PORT, Version::Http2, PEER, port, proto).unwrap_err();
+            assert_eq!(
+                failure.status(),
+                http::StatusCode::BAD_REQUEST,
+                "{port:?} {proto:?}"
+            );
+            assert!(
+                failure.to_string().contains(why),
+                "{port:?} {proto:?}: {failure}"
+            );
+        }
+    }
+}

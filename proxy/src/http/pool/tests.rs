@@ -6,6 +6,7 @@ use http_body_util::BodyExt as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use super::local::MIN_PRUNE;
 use super::*;
 
 fn pool() -> LocalPool {
@@ -141,4 +142,126 @@ async fn addresses_whose_connections_all_closed_are_forgotten() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(pool.idle_http1(addr).is_none());
     assert_eq!(pool.idle_addresses(), before - 1);
+}
+
+/// An HTTP/2 server answering every request with 200; each connection's task is
+/// kept so that a test can cut the connection.
+async fn h2_server() -> (SocketAddr, Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+    let tasks = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(Response::new(super::super::empty()))
+            });
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service);
+            lock(&tasks).push(tokio::spawn(async move {
+                let _ = conn.await;
+            }));
+        }
+    });
+    (addr, conns)
+}
+
+/// `slot`'s sender, counting in `connects` each time it had to connect to `addr`.
+async fn sender_of(
+    slot: &H2Slot,
+    addr: SocketAddr,
+    connects: &std::sync::atomic::AtomicUsize,
+) -> Result<http2::SendRequest<Body>, Failure> {
+    slot.sender(|| async {
+        connects.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tcp = connect(addr)
+            .await
+            .map_err(|e| Failure::Connect(e.to_string()))?;
+        h2_handshake(tcp, addr.to_string()).await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_slot_shares_its_connection_and_replaces_it_when_it_breaks() {
+    let (addr, conns) = h2_server().await;
+    let slot = H2Slot::default();
+    let connects = std::sync::atomic::AtomicUsize::new(0);
+    let count = || connects.load(std::sync::atomic::Ordering::SeqCst);
+
+    let mut first = sender_of(&slot, addr, &connects).await.unwrap();
+    let response = first.send_request(get(addr)).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    sender_of(&slot, addr, &connects).await.unwrap();
+    assert_eq!(count(), 1, "the second request shares the first connection");
+
+    // The server end goes away: the next request gets a new connection.
+    for conn in lock(&conns).drain(..) {
+        conn.abort();
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while !first.is_closed() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    closed
+        .await
+        .expect("the client noticed the connection ended");
+    let mut second = sender_of(&slot, addr, &connects).await.unwrap();
+    assert_eq!(count(), 2);
+    second.ready().await.unwrap();
+    let response = second.send_request(get(addr)).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_peer_that_cannot_be_reached_is_retried_only_after_a_backoff() {
+    // A port nothing listens on: connects are refused.
+    let refused = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = refused.local_addr().unwrap();
+    drop(refused);
+    let slot = H2Slot::default();
+    let connects = std::sync::atomic::AtomicUsize::new(0);
+    let count = || connects.load(std::sync::atomic::Ordering::SeqCst);
+
+    let failure = sender_of(&slot, addr, &connects).await.unwrap_err();
+    assert!(matches!(failure, Failure::Connect(_)), "{failure}");
+    assert_eq!(count(), 1);
+    // Within the backoff, a request fails at once, without trying to connect.
+    let failure = sender_of(&slot, addr, &connects).await.unwrap_err();
+    assert!(failure.to_string().contains("next attempt in"), "{failure}");
+    assert_eq!(count(), 1);
+
+    // Once the backoff (100 ms, +25 % at most) has passed and the peer is back, the
+    // next request connects, and the backoff is forgotten.
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(|_request| async {
+            Ok::<_, std::convert::Infallible>(Response::new(super::super::empty()))
+        });
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(tcp), service);
+        let _ = tx.send(());
+        let _ = conn.await;
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sender_of(&slot, addr, &connects).await.unwrap();
+    assert_eq!(count(), 2);
+    rx.await.unwrap();
+    sender_of(&slot, addr, &connects).await.unwrap();
+    assert_eq!(count(), 2, "the live connection is shared again");
+}
+
+#[test]
+fn slots_nobody_uses_are_forgotten_as_new_peers_come() {
+    let slots = Slots::<u16>::new();
+    let held = slots.get(&0);
+    for peer in 1..100 {
+        drop(slots.get(&peer));
+    }
+    // The slot still held stays; the idle ones went as each new peer came.
+    assert_eq!(slots.len(), 2);
+    assert!(Arc::ptr_eq(&held, &slots.get(&0)));
 }
