@@ -130,8 +130,9 @@ impl Inbound {
     /// HTTP/2 connection, or HTTP/1.1 for an upgrade), or opaque bytes behind a
     /// [`transport`] header naming the app port, which the peer sends at once (the
     /// app may be one that speaks first: waiting for its client would stall it).
-    /// Mesh TLS redirected from an app port (sidecars before the transport header)
-    /// is forwarded to that port as it is.
+    /// Mesh TLS redirected from an app port (from sidecars older than the transport
+    /// header; never on a declared opaque port, which is not detected) is forwarded
+    /// to that port as it is.
     async fn decrypted<S>(
         &self,
         tls: S,
@@ -150,9 +151,14 @@ impl Inbound {
             Protocol::Http1 => Version::Http1,
             Protocol::Http2 => Version::Http2,
             Protocol::Opaque if !detection.timed_out => {
-                let port = transport::read_header(&mut io)
+                // A sidecar writes it at once, before any app byte: a peer that
+                // stalls in it is not one.
+                let header = transport::read_header(&mut io);
+                let port = tokio::time::timeout(self.detect_timeout, header)
                     .await
-                    .map_err(|_| ConnError::NotMeshTransport(dst.0.port()))?;
+                    .ok()
+                    .and_then(Result::ok)
+                    .ok_or(ConnError::NotMeshTransport(dst.0.port()))?;
                 if port == self.inbound_port || port == self.outbound_port {
                     return Err(ConnError::Loop(port));
                 }
@@ -187,13 +193,7 @@ impl Inbound {
     {
         let app = app_addr(dst.0.ip(), dst.0.port());
         let server = connect(app).await?;
-        let mut server = Counted::opened(
-            server,
-            &self.metrics,
-            Direction::Inbound,
-            false,
-            String::new(),
-        );
+        let mut server = Counted::opened(server, &self.metrics, Direction::Inbound);
         let bytes = forward(&mut client, &mut server).await?;
         Ok(Served::bytes(bytes))
     }

@@ -157,23 +157,14 @@ impl Outbound {
         }
         // The connection counts as in flight on the endpoint for as long as it lasts.
         let _in_flight = in_flight;
-        let server_id = identity
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let server = Counted::opened(
-            server,
-            &self.metrics,
-            Direction::Outbound,
-            identity.is_some(),
-            server_id,
-        );
+        let mut server = Counted::dialed(server, &self.metrics, Direction::Outbound);
         match identity {
             Some(expected) => {
                 let mut tls = match self.tls.connect(server, addr.ip(), &expected).await {
                     Ok(tls) => tls,
                     Err(e) => return (true, Err(e)),
                 };
+                tls.get_mut().0.established(true, expected.to_string());
                 if let Err(e) = transport::write_header(&mut tls, addr.port()).await {
                     return (true, Err(ConnError::Io(e)));
                 }
@@ -189,7 +180,7 @@ impl Outbound {
             }
             None => {
                 tally.open(false, String::new(), String::new());
-                let mut server = server;
+                server.established(false, String::new());
                 (
                     false,
                     forward(&mut app, &mut server)

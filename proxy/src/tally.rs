@@ -7,9 +7,11 @@
 //! resolved once per connection, so a read costs one atomic add and no lock. An
 //! accepted connection is counted open once by its [`Tally`] (with the identities
 //! known by then) and closed once by the listener with its outcome. A connection
-//! the proxy opens is counted open when its TCP connect succeeds and closed when its
-//! socket is dropped, which every path out of it does; how such a connection failed
-//! shows in `tls_handshakes_total` and in the statuses of its requests.
+//! the proxy opens is counted open once it is established (its TCP connect, and for
+//! mesh TLS the handshake with the server's identity verified) and closed when its
+//! socket is dropped, which every path out of it does; one that failed to be
+//! established is not counted (it shows in `tls_handshakes_total` and in the
+//! statuses of its requests).
 
 use std::io;
 use std::pin::Pin;
@@ -40,7 +42,7 @@ impl Tally {
 
     /// Wraps the accepted socket so that its bytes are counted.
     pub fn count<I>(&self, io: I) -> Counted<I> {
-        Counted::new(io, &self.metrics, self.direction, Peer::Src, None)
+        Counted::new(io, &self.metrics, self.direction, Peer::Src)
     }
 
     /// Counts the connection open, with what is known of it: whether it is mesh TLS,
@@ -61,11 +63,13 @@ impl Tally {
     }
 }
 
-/// What closes a connection the proxy opened when its socket is dropped.
-struct Closer {
+/// The accounting of a connection the proxy opened: counted open once established,
+/// closed when its socket is dropped.
+struct Opened {
     metrics: Arc<Metrics>,
     direction: Direction,
-    tls: bool,
+    /// Set once the connection is established and counted open.
+    tls: Option<bool>,
 }
 
 /// A socket whose bytes are counted as they move.
@@ -73,42 +77,49 @@ pub struct Counted<I> {
     io: I,
     read: Counter,
     written: Counter,
-    closer: Option<Closer>,
+    /// For a socket the proxy opened; `None` for an accepted one.
+    opened: Option<Opened>,
 }
 
 impl<I> Counted<I> {
-    fn new(
-        io: I,
-        metrics: &Metrics,
-        direction: Direction,
-        peer: Peer,
-        closer: Option<Closer>,
-    ) -> Self {
+    fn new(io: I, metrics: &Metrics, direction: Direction, peer: Peer) -> Self {
         let (read, written) = metrics.byte_counters(direction, peer);
         Counted {
             io,
             read,
             written,
-            closer,
+            opened: None,
         }
     }
 
-    /// A socket the proxy opened (`peer="dst"`): counted open now, closed when
-    /// dropped.
-    pub fn opened(
-        io: I,
-        metrics: &Arc<Metrics>,
-        direction: Direction,
-        tls: bool,
-        server_id: String,
-    ) -> Self {
-        metrics.opened(direction, Peer::Dst, tls, String::new(), server_id);
-        let closer = Closer {
+    /// A socket the proxy opened (`peer="dst"`), whose TLS handshake is still to
+    /// come: its bytes count now, the connection once [`established`](Self::established).
+    pub fn dialed(io: I, metrics: &Arc<Metrics>, direction: Direction) -> Self {
+        let mut counted = Counted::new(io, metrics, direction, Peer::Dst);
+        counted.opened = Some(Opened {
             metrics: metrics.clone(),
             direction,
-            tls,
-        };
-        Counted::new(io, metrics, direction, Peer::Dst, Some(closer))
+            tls: None,
+        });
+        counted
+    }
+
+    /// A plaintext socket the proxy opened: counted open now, closed when dropped.
+    pub fn opened(io: I, metrics: &Arc<Metrics>, direction: Direction) -> Self {
+        let mut counted = Counted::dialed(io, metrics, direction);
+        counted.established(false, String::new());
+        counted
+    }
+
+    /// The connection this socket carries is established: counted open, with the
+    /// server's verified identity if it is mesh TLS.
+    pub fn established(&mut self, tls: bool, server_id: String) {
+        if let Some(opened) = self.opened.as_mut().filter(|o| o.tls.is_none()) {
+            opened.tls = Some(tls);
+            opened
+                .metrics
+                .opened(opened.direction, Peer::Dst, tls, String::new(), server_id);
+        }
     }
 
     pub fn get_ref(&self) -> &I {
@@ -118,11 +129,11 @@ impl<I> Counted<I> {
 
 impl<I> Drop for Counted<I> {
     fn drop(&mut self) {
-        if let Some(Closer {
+        if let Some(Opened {
             metrics,
             direction,
-            tls,
-        }) = &self.closer
+            tls: Some(tls),
+        }) = &self.opened
         {
             metrics.closed(*direction, Peer::Dst, *tls, "ok");
         }
@@ -203,7 +214,7 @@ mod tests {
     async fn bytes_are_counted_as_they_move_and_an_opened_socket_closes_when_dropped() {
         let metrics = Arc::new(Metrics::new());
         let (near, mut far) = tokio::io::duplex(64);
-        let mut conn = Counted::opened(near, &metrics, Direction::Outbound, true, "id".into());
+        let mut conn = Counted::opened(near, &metrics, Direction::Outbound);
         conn.write_all(b"hello").await.unwrap();
         far.write_all(b"hi").await.unwrap();
         let mut two = [0u8; 2];
@@ -215,6 +226,21 @@ mod tests {
         assert_eq!(sum(&metrics, "tcp_open_total", dst), 1);
         assert_eq!(sum(&metrics, "tcp_close_total", dst), 0);
         drop(conn);
+        assert_eq!(sum(&metrics, "tcp_close_total", dst), 1);
+    }
+
+    #[test]
+    fn a_socket_whose_handshake_failed_was_never_a_connection() {
+        let metrics = Arc::new(Metrics::new());
+        let (near, _far) = tokio::io::duplex(64);
+        drop(Counted::dialed(near, &metrics, Direction::Outbound));
+        let (near, _far) = tokio::io::duplex(64);
+        let mut verified = Counted::dialed(near, &metrics, Direction::Outbound);
+        verified.established(true, "spiffe://cluster.local/ns/a/sa/b".into());
+        drop(verified);
+        let dst = "peer=\"dst\"";
+        assert_eq!(sum(&metrics, "tcp_open_total", dst), 1);
+        assert_eq!(sum(&metrics, "tcp_open_total", "sa/b"), 1);
         assert_eq!(sum(&metrics, "tcp_close_total", dst), 1);
     }
 

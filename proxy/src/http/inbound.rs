@@ -118,13 +118,7 @@ impl HttpInbound {
         if version == Version::Http1 && is_upgrade(&parts.headers) {
             let response = match connect(app).await {
                 Ok(tcp) => {
-                    let tcp = Counted::opened(
-                        tcp,
-                        &self.metrics,
-                        Direction::Inbound,
-                        false,
-                        String::new(),
-                    );
+                    let tcp = Counted::opened(tcp, &self.metrics, Direction::Inbound);
                     strip_for_upgrade(&mut parts.headers);
                     let request = Request::from_parts(parts, body);
                     upgrade::relay(request, tcp, self.response_timeout).await

@@ -18,7 +18,6 @@ use http::{HeaderValue, Request, Response, header};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use trellis_identity::SpiffeId;
 
@@ -260,11 +259,6 @@ impl HttpOutbound {
         }
     }
 
-    /// A connection this side opened, counted from now until it is dropped.
-    fn counted(&self, tcp: TcpStream, tls: bool, server_id: String) -> Counted<TcpStream> {
-        Counted::opened(tcp, &self.metrics, Direction::Outbound, tls, server_id)
-    }
-
     /// An `Upgrade` request: over a connection of its own, to a meshed endpoint's
     /// inbound port as HTTP/1.1 in mTLS naming the app port (as on the shared
     /// connection), or straight to an endpoint without a sidecar.
@@ -285,14 +279,20 @@ impl HttpOutbound {
                 request
                     .headers_mut()
                     .insert(DST_PORT, super::port_value(chosen.addr.port()));
-                let id = identity.to_string();
                 match connect(peer).await {
                     Ok(tcp) => match self
                         .tls
-                        .connect(self.counted(tcp, true, id), peer.ip(), identity)
+                        .connect(
+                            Counted::dialed(tcp, &self.metrics, Direction::Outbound),
+                            peer.ip(),
+                            identity,
+                        )
                         .await
                     {
-                        Ok(tls) => upgrade::relay(request, tls, timeout).await,
+                        Ok(mut tls) => {
+                            tls.get_mut().0.established(true, identity.to_string());
+                            upgrade::relay(request, tls, timeout).await
+                        }
                         Err(e) => Err(Failure::Connect(format!("{peer}: {e}"))),
                     },
                     Err(e) => Err(Failure::Connect(e.to_string())),
@@ -300,7 +300,7 @@ impl HttpOutbound {
             }
             None => match connect(chosen.addr).await {
                 Ok(tcp) => {
-                    let tcp = self.counted(tcp, false, String::new());
+                    let tcp = Counted::opened(tcp, &self.metrics, Direction::Outbound);
                     upgrade::relay(request, tcp, timeout).await
                 }
                 Err(e) => Err(Failure::Connect(e.to_string())),

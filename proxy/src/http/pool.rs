@@ -5,9 +5,9 @@
 //!   pod. A broken connection is replaced on the next request; a peer that cannot be
 //!   reached is retried after a growing backoff, and requests meanwhile fail at once
 //!   instead of each waiting on a connect that will not succeed.
-//! - [`LocalPool`]: plaintext connections to one address (the app on loopback, or an
-//!   endpoint without a sidecar): idle HTTP/1.1 connections for reuse, and one
-//!   HTTP/2 connection per address.
+//! - [`LocalPool`] (`local.rs`): plaintext connections to one address (the app on
+//!   loopback, or an endpoint without a sidecar): idle HTTP/1.1 connections for
+//!   reuse, and one HTTP/2 connection per address.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,6 +30,11 @@ use crate::metrics::Metrics;
 use crate::outbound::connect;
 use crate::tally::Counted;
 use crate::tls::MeshTls;
+
+mod local;
+
+use local::IdleHttp1;
+pub use local::LocalPool;
 
 /// Locks a std mutex even if a thread panicked while holding it: the maps it guards
 /// stay consistent at every step, so the proxy keeps serving.
@@ -205,18 +210,13 @@ impl MeshPool {
         let tcp = connect(addr)
             .await
             .map_err(|e| Failure::Connect(e.to_string()))?;
-        let tcp = Counted::opened(
-            tcp,
-            &self.metrics,
-            Direction::Outbound,
-            true,
-            identity.to_string(),
-        );
-        let tls = self
+        let tcp = Counted::dialed(tcp, &self.metrics, Direction::Outbound);
+        let mut tls = self
             .tls
             .connect(tcp, ip, identity)
             .await
             .map_err(|e| Failure::Connect(format!("{addr}: {e}")))?;
+        tls.get_mut().0.established(true, identity.to_string());
         tracing::debug!(%addr, server_id = %identity, "mesh HTTP/2 connection established");
         h2_handshake(tls, addr.to_string()).await
     }
@@ -316,11 +316,6 @@ impl Conn {
         }
     }
 }
-
-mod local;
-
-use local::IdleHttp1;
-pub use local::LocalPool;
 
 #[cfg(test)]
 mod tests;

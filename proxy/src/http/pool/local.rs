@@ -96,13 +96,7 @@ impl LocalPool {
         let tcp = connect(addr)
             .await
             .map_err(|e| Failure::Connect(e.to_string()))?;
-        Ok(Counted::opened(
-            tcp,
-            &self.metrics,
-            self.direction,
-            false,
-            String::new(),
-        ))
+        Ok(Counted::opened(tcp, &self.metrics, self.direction))
     }
 
     /// Sends `request` to `addr` in `version` over an idle connection or a new one.
