@@ -3,15 +3,16 @@
 //!
 //! TLS 1.3, ALPN `h2`, and a certificate the issuer signs for the controller's own
 //! SPIFFE ID, which proxies check with `trellis_identity::tls::expect_peer`. A client
-//! certificate is optional (`client_auth.rs`): a proxy has none when it first calls
-//! (getting one is why it calls, and that call authenticates by token), but once it
-//! has one it presents it on its discovery stream. The SPIFFE ID of a verified client
-//! certificate travels with each request as its [`Peer`].
+//! certificate is optional: a proxy has none when it first calls (getting one is why
+//! it calls, and that call authenticates by token), but once it has one it presents
+//! it on its discovery stream, and the handshake verifies it with the mesh's own rules
+//! (`trellis_identity::tls::server_config_optional_client`: a chain to the trust
+//! anchors, a client usage, one SPIFFE URI SAN), the ones a sidecar applies to its
+//! callers. The SPIFFE ID of a verified client certificate travels with each request
+//! as its [`Peer`].
 //!
 //! Each TLS handshake runs in its own task under a deadline, so a slow or broken
 //! client never holds up the accept loop; tonic only sees finished handshakes.
-
-mod client_auth;
 
 use std::fmt;
 use std::future::Future;
@@ -42,9 +43,7 @@ use tonic::transport::Server;
 use tonic::transport::server::Connected;
 use tracing::Instrument;
 use trellis_identity::SpiffeId;
-use trellis_identity::tls::peer_identity;
-
-use self::client_auth::OptionalClientCert;
+use trellis_identity::tls::{peer_identity, server_config_optional_client};
 
 use crate::Error;
 use crate::ca::Ca;
@@ -87,14 +86,8 @@ pub fn controller_identity(trust_domain: &str) -> Result<SpiffeId, Error> {
 /// certificate verified against the CA's trust anchors, and the serving certificate
 /// `cert` holds.
 pub fn tls_config(cert: Arc<ServingCert>) -> Result<ServerConfig, Error> {
-    let provider = trellis_identity::tls::provider();
-    let clients = OptionalClientCert::new(cert.ca.anchors().clone(), provider.clone());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(clients))
-        .with_cert_resolver(cert);
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    let anchors = cert.ca.anchors().clone();
+    Ok(server_config_optional_client(&anchors, cert, &[b"h2"])?)
 }
 
 /// Serves the gRPC services in `routes` on `listener` until `shutdown` completes.

@@ -14,7 +14,8 @@
 //! # Layout
 //! - `spiffe.rs`: the [`SpiffeId`] type.
 //! - `chain.rs`: trust anchors, chain verification, SAN extraction.
-//! - `tls.rs`: rustls glue (server and client certificate verifiers, [`MESH_ALPN`]).
+//! - `tls.rs`: rustls glue (server configs with a required or optional client
+//!   certificate, the client config, [`MESH_ALPN`]).
 
 mod chain;
 mod error;

@@ -5,6 +5,11 @@
 //! during the handshake and then compares the SPIFFE ID in the leaf with the identity
 //! discovery promised for that destination ([`expect_peer`]) before it writes a byte.
 //! Likewise SNI, ALPN and headers never grant an identity: only a verified leaf does.
+//!
+//! A server either requires a client certificate ([`server_config`], the sidecars)
+//! or lets in a client without one ([`server_config_optional_client`], the
+//! controller, whose proxies ask for their first certificate before they hold one);
+//! a certificate that is presented is verified either way.
 
 use std::sync::Arc;
 
@@ -12,8 +17,9 @@ use rustls::DigitallySignedStruct;
 use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
-use rustls::{ClientConfig, ServerConfig, SignatureScheme};
+use rustls::{ClientConfig, DistinguishedName, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::{Presenter, SpiffeId, TrustAnchors, VerifyError, spiffe_id_of, verify_chain};
@@ -50,6 +56,29 @@ pub fn server_config(
         WebPkiClientVerifier::builder_with_provider(anchors.root_store(), provider.clone())
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?;
+    server_config_with(provider, verifier, resolver, alpn)
+}
+
+/// Like [`server_config`], but a client that presents no certificate is let in (its
+/// connection then has no [`peer_identity`]); one that presents a certificate must
+/// pass the same chain and SPIFFE checks as a server's ([`verify_chain`], for client
+/// usage), or the handshake fails.
+pub fn server_config_optional_client(
+    anchors: &TrustAnchors,
+    resolver: Arc<dyn ResolvesServerCert>,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, rustls::Error> {
+    let provider = provider();
+    let verifier = Arc::new(MeshVerifier::new(anchors, &provider));
+    server_config_with(provider, verifier, resolver, alpn)
+}
+
+fn server_config_with(
+    provider: Arc<CryptoProvider>,
+    verifier: Arc<dyn ClientCertVerifier>,
+    resolver: Arc<dyn ResolvesServerCert>,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -66,10 +95,7 @@ pub fn client_config(
     alpn: &[&[u8]],
 ) -> Result<ClientConfig, rustls::Error> {
     let provider = provider();
-    let verifier = Arc::new(MeshServerVerifier {
-        anchors: anchors.clone(),
-        algorithms: provider.signature_verification_algorithms,
-    });
+    let verifier = Arc::new(MeshVerifier::new(anchors, &provider));
     let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -107,17 +133,42 @@ pub fn expect_peer(
     Ok(actual)
 }
 
-/// Verifies a server's chain against the mesh anchors. Unlike rustls's
-/// `WebPkiServerVerifier`, it deliberately ignores the
-/// dialled server name: mesh peers are named by SPIFFE IDs, which [`expect_peer`]
-/// checks once the handshake is done and before any application byte is sent.
+/// Verifies a peer's chain against the mesh anchors with [`verify_chain`], so a
+/// server's and a client's certificate meet the same chain and SPIFFE rules.
+///
+/// As a client's verifier of servers it deliberately ignores the dialled server name,
+/// unlike rustls's `WebPkiServerVerifier`: mesh peers are named by SPIFFE IDs, which
+/// [`expect_peer`] checks once the handshake is done and before any application byte
+/// is sent. As a server's verifier of clients it lets in a client that presents no
+/// certificate ([`server_config_optional_client`]).
 #[derive(Debug)]
-struct MeshServerVerifier {
+struct MeshVerifier {
     anchors: TrustAnchors,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for MeshServerVerifier {
+impl MeshVerifier {
+    fn new(anchors: &TrustAnchors, provider: &CryptoProvider) -> Self {
+        MeshVerifier {
+            anchors: anchors.clone(),
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        presenter: Presenter,
+    ) -> Result<(), rustls::Error> {
+        verify_chain(end_entity, intermediates, &self.anchors, now, presenter)
+            .map(drop)
+            .map_err(|e| rustls::Error::General(e.to_string()))
+    }
+}
+
+impl ServerCertVerifier for MeshVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -126,15 +177,8 @@ impl ServerCertVerifier for MeshServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        verify_chain(
-            end_entity,
-            intermediates,
-            &self.anchors,
-            now,
-            Presenter::Server,
-        )
-        .map(|_| ServerCertVerified::assertion())
-        .map_err(|e| rustls::Error::General(e.to_string()))
+        self.verify(end_entity, intermediates, now, Presenter::Server)
+            .map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -157,6 +201,50 @@ impl ServerCertVerifier for MeshServerVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+/// The signature checks are the server verifier's own, whichever side presented.
+impl ClientCertVerifier for MeshVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    /// No hints: a workload has exactly one certificate to offer.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verify(end_entity, intermediates, now, Presenter::Client)
+            .map(|()| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        ServerCertVerifier::verify_tls12_signature(self, message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        ServerCertVerifier::verify_tls13_signature(self, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        ServerCertVerifier::supported_verify_schemes(self)
     }
 }
 

@@ -37,7 +37,12 @@ impl ResolvesClientCert for Fixed {
 }
 
 fn workload(ca: &Ca, id: &str, not_after: OffsetDateTime) -> Arc<Fixed> {
-    let (cert, key): (CertificateDer<'static>, KeyPair) = leaf_with_key(ca, &[id], not_after);
+    presenting(ca, &[id], not_after)
+}
+
+/// A leaf with the URI SANs `sans` (a workload certificate has exactly one).
+fn presenting(ca: &Ca, sans: &[&str], not_after: OffsetDateTime) -> Arc<Fixed> {
+    let (cert, key): (CertificateDer<'static>, KeyPair) = leaf_with_key(ca, sans, not_after);
     let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let signer = rustls::crypto::ring::sign::any_ecdsa_type(&private).unwrap();
     Arc::new(Fixed(Arc::new(CertifiedKey::new(
@@ -60,11 +65,21 @@ async fn handshake(
     client: Arc<Fixed>,
     expected_server: &str,
 ) -> Outcome {
-    let acceptor = TlsAcceptor::from(Arc::new(
-        server_config(server_anchors, server, &[MESH_ALPN]).unwrap(),
-    ));
+    let server = server_config(server_anchors, server, &[MESH_ALPN]).unwrap();
+    connect(server, client_anchors, Some(client), expected_server).await
+}
+
+/// A handshake with `server`, by a client that presents `client` if any.
+async fn connect(
+    server: ServerConfig,
+    client_anchors: &TrustAnchors,
+    client: Option<Arc<Fixed>>,
+    expected_server: &str,
+) -> Outcome {
+    let acceptor = TlsAcceptor::from(Arc::new(server));
+    let client = client.map(|c| c as Arc<dyn ResolvesClientCert>);
     let connector = TlsConnector::from(Arc::new(
-        client_config(client_anchors, Some(client), &[MESH_ALPN]).unwrap(),
+        client_config(client_anchors, client, &[MESH_ALPN]).unwrap(),
     ));
     let expected: SpiffeId = expected_server.parse().unwrap();
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
@@ -205,6 +220,42 @@ async fn an_expired_client_certificate_is_refused() {
     .await;
     let err = outcome.server.unwrap_err();
     assert!(err.contains("Expired") || err.contains("expired"), "{err}");
+}
+
+#[tokio::test]
+async fn an_optional_client_certificate_is_verified_when_presented() {
+    let mesh = ca("mesh");
+    let stranger = ca("stranger");
+    let anchors = anchors(&mesh);
+    let server = workload(&mesh, WEB, tomorrow());
+    let with = |client: Option<Arc<Fixed>>| {
+        let config = server_config_optional_client(&anchors, server.clone(), &[MESH_ALPN]);
+        connect(config.unwrap(), &anchors, client, WEB)
+    };
+
+    // No certificate: let in, and the connection has no identity.
+    let anonymous = with(None).await;
+    assert_eq!(anonymous.client.unwrap().as_str(), WEB);
+    assert_eq!(
+        anonymous.server.unwrap_err(),
+        VerifyError::NoCertificate.to_string()
+    );
+
+    // A valid workload certificate: its SPIFFE ID is the connection's identity.
+    let valid = with(Some(workload(&mesh, CHECKOUT, tomorrow()))).await;
+    assert_eq!(valid.server.unwrap().as_str(), CHECKOUT);
+
+    // A certificate of another CA, or of this CA without a SPIFFE ID: the handshake
+    // fails rather than letting the client in as anonymous.
+    let foreign = with(Some(workload(&stranger, CHECKOUT, tomorrow()))).await;
+    let err = foreign.server.unwrap_err();
+    assert!(
+        err.contains("does not chain to the mesh trust anchors"),
+        "{err}"
+    );
+    let nameless = with(Some(presenting(&mesh, &[], tomorrow()))).await;
+    let err = nameless.server.unwrap_err();
+    assert!(err.contains("carries no SPIFFE ID"), "{err}");
 }
 
 #[test]
