@@ -1,12 +1,12 @@
 //! The YAML objects that describe the local mesh to discovery, in the file source's
 //! format (README, "The file source"): what `STATE/config/` holds.
 //!
-//! - `pod-NAME.yaml`: an `Endpoints` named `pod-NAME` holding the pod alone. No
-//!   Service uses it: it is there because a proxy maps every endpoint's address to its
-//!   identity, so a connection to the pod's own IP is mTLS to that identity whether or
-//!   not the pod serves a service. It is not named after the pod itself because it
-//!   would then be taken for the endpoints of a service named like the pod
-//!   (`run web --service web`), and the file source rejects an object defined twice.
+//! - `pod-NAME.yaml`: an `Endpoints` named `pod.NAME` holding the pod alone, named as
+//!   the Kubernetes source names a pod's own Endpoints. No Service uses it: it is there
+//!   because a proxy maps every endpoint's address to its identity, so a connection to
+//!   the pod's own IP is mTLS to that identity whether or not the pod serves a service.
+//!   A Service's name never holds a dot, so no service's Endpoints can take the name
+//!   (`run web --service web` defines `web` and `pod.web`).
 //! - `service-NS-SVC.yaml`: the `Service` (its virtual IP, one port per `--port` of
 //!   its pods, the protocol left to detection) and its `Endpoints`: every pod of the
 //!   service, ready once its app listens, as Kubernetes' endpoints follow readiness.
@@ -16,17 +16,17 @@
 use std::collections::BTreeSet;
 
 use serde::Serialize;
+use trellis_control_plane::model::pod_endpoints_name;
 use trellis_control_plane::source::files::API_VERSION;
 
 use crate::Error;
 use crate::state::{Phase, PodRecord, ServiceRecord};
 
-/// The prefix of a pod's own Endpoints; `run` refuses services named with it.
-pub const POD_OBJECT_PREFIX: &str = "pod-";
-
-/// The file of pod `name`'s own Endpoints, in the config directory.
+/// The file of pod `name`'s own Endpoints, in the config directory. The file source
+/// does not care what a file is called (the object in it is `pod.NAME`); `pod-` keeps
+/// it apart from the `service-` files.
 pub fn pod_file_name(name: &str) -> String {
-    format!("{POD_OBJECT_PREFIX}{name}.yaml")
+    format!("pod-{name}.yaml")
 }
 
 /// The file of a service, in the config directory. Namespaces and names may hold '-'
@@ -52,11 +52,12 @@ pub fn service_ports(members: &[&PodRecord]) -> BTreeSet<u16> {
         .collect()
 }
 
-/// `pod-NAME.yaml`: the pod as the one endpoint of an Endpoints of its own.
+/// `pod-NAME.yaml`: the pod as the one endpoint of an Endpoints of its own,
+/// `pod.NAME`.
 pub fn pod_objects(pod: &PodRecord) -> Result<String, Error> {
     let endpoints = Document::new(
         "Endpoints",
-        format!("{POD_OBJECT_PREFIX}{}", pod.name),
+        pod_endpoints_name(&pod.name),
         &pod.namespace,
         EndpointsSpec {
             endpoints: vec![endpoint(pod)],
@@ -226,7 +227,7 @@ mod tests {
             "apiVersion: trellis.io/v1alpha1
 kind: Endpoints
 metadata:
-  name: pod-web-1
+  name: pod.web-1
   namespace: shop
 spec:
   endpoints:

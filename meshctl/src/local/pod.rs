@@ -11,7 +11,6 @@ use trellis_identity::SpiffeId;
 use trellis_netns::{Bridge, Pod, command_line, exec_in, exec_in_as, netns_pids, run_in};
 
 use super::mesh::step;
-use super::objects::POD_OBJECT_PREFIX;
 use super::without_trellis_env;
 use super::{ADMIN_PORT, Local, PROXY_UID, addresses, hosts, split_command, with_prefix};
 use crate::binaries::{PROXY, PROXY_INIT};
@@ -136,7 +135,7 @@ impl Local {
     /// `run`s never take the same address. The pod's hosts file exists from here on,
     /// before any of its programs starts.
     fn register(&self, settings: &LocalSettings, options: &RunOptions) -> Result<PodRecord, Error> {
-        check_name("name", &options.name, MAX_POD_NAME)?;
+        check_name("name", &options.name)?;
         if let Some(service) = &options.service {
             check_service(service, &options.ports)?;
         }
@@ -312,14 +311,12 @@ fn kill_everything_in(netns: &str) {
     }
 }
 
-/// A pod's own Endpoints is `pod-NAME`, a DNS label of at most 63 bytes.
-const MAX_POD_NAME: usize = 63 - POD_OBJECT_PREFIX.len();
-
 /// Pod and service names become namespace, file and Kubernetes-style names: DNS-1123
-/// labels of at most `max` bytes.
-fn check_name(flag: &'static str, value: &str, max: usize) -> Result<(), Error> {
+/// labels of at most 63 bytes (a pod's own Endpoints, `pod.NAME`, is a DNS subdomain
+/// and has room).
+fn check_name(flag: &'static str, value: &str) -> Result<(), Error> {
     let ok = !value.is_empty()
-        && value.len() <= max
+        && value.len() <= 63
         && value
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -331,26 +328,16 @@ fn check_name(flag: &'static str, value: &str, max: usize) -> Result<(), Error> 
         Err(Error::InvalidFlag {
             flag,
             value: value.to_string(),
-            reason: format!(
-                "use lowercase letters, digits and '-', at most {max}, starting and ending with a letter or digit"
-            ),
+            reason: "use lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit"
+                .into(),
         })
     }
 }
 
-/// A service is a DNS label, not one that a pod's own Endpoints could take, and has
-/// the ports of its pods.
+/// A service is a DNS label (so no pod's own Endpoints, `pod.NAME`, can take its
+/// name) and has the ports of its pods.
 fn check_service(name: &str, ports: &[u16]) -> Result<(), Error> {
-    check_name("service", name, 63)?;
-    if name.starts_with(POD_OBJECT_PREFIX) {
-        return Err(Error::InvalidFlag {
-            flag: "service",
-            value: name.to_string(),
-            reason: format!(
-                "names starting with {POD_OBJECT_PREFIX:?} are the pods' own Endpoints in the config directory: choose another"
-            ),
-        });
-    }
+    check_name("service", name)?;
     if ports.is_empty() {
         return Err(Error::InvalidFlag {
             flag: "service",
@@ -366,21 +353,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pod_names_are_dns_labels_short_enough_for_their_endpoints_name() {
-        assert!(check_name("name", "web-1", MAX_POD_NAME).is_ok());
-        for bad in ["", "Web", "web_1", "-web", "web-", "a/b"] {
-            assert!(check_name("name", bad, MAX_POD_NAME).is_err(), "{bad:?}");
+    fn pod_names_are_dns_labels() {
+        assert!(check_name("name", "web-1").is_ok());
+        for bad in ["", "Web", "web_1", "-web", "web-", "a/b", "web.1"] {
+            assert!(check_name("name", bad).is_err(), "{bad:?}");
         }
-        assert!(check_name("name", &"a".repeat(59), MAX_POD_NAME).is_ok());
-        assert!(check_name("name", &"a".repeat(60), MAX_POD_NAME).is_err());
+        assert!(check_name("name", &"a".repeat(63)).is_ok());
+        assert!(check_name("name", &"a".repeat(64)).is_err());
     }
 
     #[test]
-    fn a_service_needs_ports_and_a_name_no_pod_endpoints_can_take() {
+    fn a_service_needs_ports_and_a_dns_label_name() {
         assert!(check_service("echo", &[7070]).is_ok());
         let text = check_service("echo", &[]).unwrap_err().to_string();
         assert!(text.contains("--port"), "{text}");
-        let text = check_service("pod-web", &[80]).unwrap_err().to_string();
-        assert!(text.contains("pods' own Endpoints"), "{text}");
+        // `pod-web` is no pod's Endpoints (those are `pod.NAME`), and `pod.web` is no label.
+        assert!(check_service("pod-web", &[80]).is_ok());
+        assert!(check_service("pod.web", &[80]).is_err());
     }
 }
