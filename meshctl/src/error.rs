@@ -1,4 +1,8 @@
 //! What can go wrong in `meshctl`, each variant with what to check.
+//!
+//! A cause is said in its variant's message and not chained as a `#[source]`:
+//! `main` prints the whole chain, which would say it twice (as `inject` and
+//! `install` do for their own errors).
 
 use std::path::PathBuf;
 
@@ -16,14 +20,13 @@ pub enum Error {
     #[error(
         "cannot tell where meshctl itself is (to find its sibling binaries): {0}; pass --bin-dir"
     )]
-    CurrentExe(#[source] std::io::Error),
+    CurrentExe(std::io::Error),
 
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}: {error}", path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     #[error("{} is not valid {what}: {reason}", path.display())]
@@ -76,14 +79,15 @@ pub enum Error {
     #[error("cannot render a discovery object: {0}")]
     Render(String),
 
-    #[error(transparent)]
-    Netns(#[from] trellis_netns::Error),
+    /// Not `#[error(transparent)]`: that would chain the netns error's own cause, which
+    /// its message already says.
+    #[error("{0}")]
+    Netns(trellis_netns::Error),
 
-    #[error("cannot start `{command}`: {source}")]
+    #[error("cannot start `{command}`: {error}")]
     Spawn {
         command: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     #[error("`{command}` failed ({status}): {output}")]
@@ -121,6 +125,42 @@ impl Error {
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { what, path, source }
+        move |error| Error::Io { what, path, error }
+    }
+}
+
+impl From<trellis_netns::Error> for Error {
+    fn from(error: trellis_netns::Error) -> Self {
+        Error::Netns(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `main` prints: the message, then each source in the chain.
+    fn printed(error: Error) -> String {
+        format!("{:#}", anyhow::Error::from(error))
+    }
+
+    #[test]
+    fn an_error_says_its_cause_once() {
+        let missing = std::env::temp_dir().join("trellis-meshctl-error-test-missing");
+        let cause = || std::fs::read(&missing).unwrap_err();
+        let said = cause().to_string();
+        let errors = [
+            Error::io("cannot read", &missing)(cause()),
+            Error::CurrentExe(cause()),
+            Error::Spawn {
+                command: missing.display().to_string(),
+                error: std::process::Command::new(&missing).spawn().unwrap_err(),
+            },
+            Error::from(trellis_netns::run_in("trellis-error-test-missing", || ()).unwrap_err()),
+        ];
+        for error in errors {
+            let text = printed(error);
+            assert_eq!(text.matches(&said).count(), 1, "{text}");
+        }
     }
 }

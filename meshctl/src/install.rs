@@ -51,9 +51,9 @@ fn install_packages(packages: &[&str]) -> Result<(), Error> {
 }
 
 fn run_visible(mut command: Command) -> Result<(), Error> {
-    let status = command.status().map_err(|source| Error::Spawn {
+    let status = command.status().map_err(|error| Error::Spawn {
         command: command_line(&command),
-        source,
+        error,
     })?;
     if status.success() {
         Ok(())

@@ -40,9 +40,9 @@ pub fn spawn_detached(command: &mut Command, log: &Path, pid_file: &Path) -> Res
                 .map_err(std::io::Error::from)
         });
     }
-    let child = command.spawn().map_err(|source| Error::Spawn {
+    let child = command.spawn().map_err(|error| Error::Spawn {
         command: command_line(command),
-        source,
+        error,
     })?;
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
     write_file(pid_file, format!("{pid}\n").as_bytes(), 0o644)?;

@@ -28,7 +28,7 @@ pub fn install() -> Result<(), Error> {
         unsafe { sigaction(signal, &action) }.map_err(|errno| Error::Io {
             what: "cannot install a handler for",
             path: signal.as_str().into(),
-            source: errno.into(),
+            error: errno.into(),
         })?;
     }
     Ok(())

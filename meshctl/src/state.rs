@@ -155,7 +155,7 @@ impl StateDir {
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| Error::Io {
             what: "cannot lock",
             path,
-            source: errno.into(),
+            error: errno.into(),
         })
     }
 }

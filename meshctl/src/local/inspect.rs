@@ -19,9 +19,9 @@ impl Local {
     /// (128 + the signal's number if a signal ended it, as a shell would).
     pub fn exec(&self, name: &str, command: &[OsString]) -> Result<i32, Error> {
         let mut child = self.command_in(name, command)?;
-        let status = child.status().map_err(|source| Error::Spawn {
+        let status = child.status().map_err(|error| Error::Spawn {
             command: command_line(&child),
-            source,
+            error,
         })?;
         Ok(status
             .code()
@@ -32,9 +32,9 @@ impl Local {
     /// Like [`exec`](Self::exec), but returns the command's output instead of showing it.
     pub fn exec_output(&self, name: &str, command: &[OsString]) -> Result<Output, Error> {
         let mut child = self.command_in(name, command)?;
-        child.output().map_err(|source| Error::Spawn {
+        child.output().map_err(|error| Error::Spawn {
             command: command_line(&child),
-            source,
+            error,
         })
     }
 

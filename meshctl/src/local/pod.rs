@@ -89,9 +89,9 @@ impl Local {
         let mut init = exec_in(&pod.netns, &init_bin);
         let output = without_trellis_env(&mut init)
             .output()
-            .map_err(|source| Error::Spawn {
+            .map_err(|error| Error::Spawn {
                 command: command_line(&init),
-                source,
+                error,
             })?;
         if !output.status.success() {
             return Err(Error::CommandFailed {
