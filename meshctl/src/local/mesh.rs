@@ -210,7 +210,13 @@ fn sweep(settings: &LocalSettings) -> Result<(), Error> {
         .filter(|l| is_pod_veth(l, &veth_prefix))
     {
         step(format_args!("removing leftover link {link}"));
-        delete_link(&link)?;
+        if let Err(error) = delete_link(&link) {
+            // A namespace deleted just above takes its veth peers with it, in the
+            // kernel's own time: a link listed a moment ago may be gone by now.
+            if links()?.contains(&link) {
+                return Err(error.into());
+            }
+        }
     }
     Ok(())
 }
