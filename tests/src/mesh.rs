@@ -176,14 +176,14 @@ impl Mesh {
     }
 
     /// Publishes `pod`'s address and identity as `meshctl local` does, an Endpoints
-    /// of its own (`pod-NAME.yaml`), so that every proxy calls it over mTLS.
+    /// of its own (`pod.NAME`, in `pod-NAME.yaml`), so that every proxy calls it over mTLS.
     pub fn publish_pod(&self, pod: &MeshPod) -> anyhow::Result<()> {
         self.write_config(
             &format!("pod-{}.yaml", pod.name),
             &format!(
                 "apiVersion: trellis.io/v1alpha1
 kind: Endpoints
-metadata: {{name: pod-{name}, namespace: {namespace}}}
+metadata: {{name: pod.{name}, namespace: {namespace}}}
 spec:
   endpoints:
   - {{address: {ip}, identity: \"{identity}\", pod: {namespace}/{name}}}

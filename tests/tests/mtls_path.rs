@@ -146,7 +146,7 @@ fn a_client_told_to_expect_another_identity_never_reaches_the_server_app() -> an
         &format!(
             "apiVersion: trellis.io/v1alpha1
 kind: Endpoints
-metadata: {{name: pod-server, namespace: shop}}
+metadata: {{name: pod.server, namespace: shop}}
 spec:
   endpoints:
   - {{address: {}, identity: \"{impostor_check}\"}}

@@ -43,7 +43,7 @@ pub fn render(pods: &[PodMetrics]) -> String {
     for PodMetrics { pod, metrics } in pods {
         let mut directions: Vec<&str> = ["inbound", "outbound"]
             .into_iter()
-            .filter(|d| metrics.sum("tcp_open_total", &[("direction", d)]) > 0.0)
+            .filter(|d| metrics.sum("tcp_open_total", &[("direction", d), ("peer", "src")]) > 0.0)
             .collect();
         if directions.is_empty() {
             directions.push("outbound");
@@ -70,19 +70,26 @@ pub fn render(pods: &[PodMetrics]) -> String {
 }
 
 fn row(pod: &PodRecord, metrics: &Metrics, direction: &str) -> [String; 9] {
-    let d = [("direction", direction)];
+    // The connections the proxy accepted (`peer="src"`): the app's own outbound, the
+    // callers' inbound. Those it opened onwards carry the same requests again.
+    let d = [("direction", direction), ("peer", "src")];
     let count = |name: &str| format_count(metrics.sum(name, &d));
     let failed = metrics.sum_where("tls_handshakes_total", |s| {
         s.label("direction") == Some(direction) && s.label("outcome") != Some("ok")
     });
-    // The caller's identity as the server verified it (inbound), or the server's as
-    // the client verified it (outbound).
-    let peer_label = if direction == "inbound" {
-        "client_id"
+    // The caller's identity as the server verified it on the accepted connection
+    // (inbound), or the server's as the client verified it on the one it opened
+    // (outbound).
+    let (peer_label, end) = if direction == "inbound" {
+        ("client_id", "src")
     } else {
-        "server_id"
+        ("server_id", "dst")
     };
-    let peers = metrics.label_values("tcp_open_total", peer_label, &d);
+    let peers = metrics.label_values(
+        "tcp_open_total",
+        peer_label,
+        &[("direction", direction), ("peer", end)],
+    );
     let peers = if peers.is_empty() {
         "-".to_string()
     } else {
@@ -140,14 +147,18 @@ mod tests {
     #[test]
     fn the_server_row_shows_the_client_identity_it_verified() {
         let server = Metrics::parse(
-            r#"tcp_open_total{direction="inbound",tls="true",client_id="spiffe://cluster.local/ns/demo/sa/client",server_id=""} 1
-tcp_read_bytes_total{direction="inbound"} 155
-tcp_write_bytes_total{direction="inbound"} 155
+            r#"tcp_open_total{direction="inbound",peer="src",tls="true",client_id="spiffe://cluster.local/ns/demo/sa/client",server_id=""} 1
+tcp_open_total{direction="inbound",peer="dst",tls="false",client_id="",server_id=""} 1
+tcp_read_bytes_total{direction="inbound",peer="src"} 155
+tcp_write_bytes_total{direction="inbound",peer="src"} 155
+tcp_read_bytes_total{direction="inbound",peer="dst"} 99
+tcp_write_bytes_total{direction="inbound",peer="dst"} 99
 tls_handshakes_total{direction="inbound",outcome="ok"} 1
 "#,
         );
         let client = Metrics::parse(
-            r#"tcp_open_total{direction="outbound",tls="true",client_id="",server_id="spiffe://cluster.local/ns/demo/sa/server"} 1
+            r#"tcp_open_total{direction="outbound",peer="src",tls="false",client_id="",server_id=""} 1
+tcp_open_total{direction="outbound",peer="dst",tls="true",client_id="",server_id="spiffe://cluster.local/ns/demo/sa/server"} 1
 tls_handshakes_total{direction="outbound",outcome="ok"} 1
 tls_handshakes_total{direction="outbound",outcome="wrong_identity"} 2
 "#,
