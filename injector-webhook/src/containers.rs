@@ -200,6 +200,15 @@ fn env(config: &MeshConfig, effective: &Effective) -> Value {
             format!("127.0.0.1:{}", ports.outbound),
         ),
         value("TRELLIS_ADMIN_ADDR", format!("0.0.0.0:{}", ports.admin)),
+        // One worker thread per CPU of the proxy's own limit, rounded up (the kubelet
+        // rounds with a divisor of 1; without a limit it gives the node's CPUs), as
+        // Linkerd sizes its proxy: a proxy limited to one CPU runs single-threaded
+        // instead of spreading wake-ups over threads it cannot run at once.
+        json!({"name": "TRELLIS_WORKERS", "valueFrom": {"resourceFieldRef": {
+            "containerName": crate::PROXY_CONTAINER,
+            "resource": "limits.cpu",
+            "divisor": "1",
+        }}}),
     ];
     if let Some(identity) = &config.controller_identity {
         env.push(value("TRELLIS_CONTROLLER_IDENTITY", identity.clone()));

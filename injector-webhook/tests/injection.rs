@@ -203,6 +203,11 @@ fn the_proxy_environment_names_flags_the_proxy_reads() {
         get("TRELLIS_TOKEN_FILE")["value"],
         "/var/run/trellis/identity/token"
     );
+    // The proxy's threads follow its own CPU limit, rounded up by the kubelet.
+    assert_eq!(
+        get("TRELLIS_WORKERS")["valueFrom"]["resourceFieldRef"],
+        json!({"containerName": "trellis-proxy", "resource": "limits.cpu", "divisor": "1"})
+    );
 
     // Every other TRELLIS_ variable is one of the proxy's flags, so a renamed flag fails
     // here rather than in a cluster. (The kubelet expands $(VAR) only from entries

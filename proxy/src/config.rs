@@ -60,6 +60,10 @@ pub struct Config {
     /// altogether; inbound the first bytes are still read, to tell a peer sidecar's
     /// mTLS from plaintext.
     pub opaque_ports: Vec<u16>,
+    /// Threads serving connections. One runs everything on a single-threaded runtime
+    /// (no cross-thread wake-ups, as linkerd2-proxy with one core); more, a
+    /// work-stealing runtime with that many workers.
+    pub workers: usize,
 }
 
 impl Config {
@@ -90,6 +94,7 @@ impl Config {
             detect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(30),
             opaque_ports: Vec::new(),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }

@@ -101,6 +101,11 @@ struct Args {
     /// detection.
     #[arg(long, env = "TRELLIS_OPAQUE_PORTS", value_delimiter = ',')]
     opaque_ports: Vec<u16>,
+    /// Threads that serve connections [default: one per CPU]. In a pod, match the
+    /// proxy's CPU limit: with 1 the proxy runs single-threaded, which costs the
+    /// least CPU per request; more threads raise what one proxy can carry.
+    #[arg(long, env = "TRELLIS_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
     /// Log format.
     #[arg(long, env = "TRELLIS_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
     log_format: String,
@@ -164,6 +169,9 @@ impl Args {
         config.detect_timeout = self.detect_timeout;
         config.response_timeout = self.response_timeout;
         config.opaque_ports = self.opaque_ports;
+        if let Some(workers) = self.workers {
+            config.workers = usize::from(workers);
+        }
         Ok(config)
     }
 }
@@ -178,10 +186,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = if config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(config.workers);
+        builder
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start the runtime");
@@ -255,6 +267,20 @@ mod tests {
 
     fn anchors_of(args: Args) -> TrustAnchorsSource {
         args.into_config().unwrap().trust_anchors
+    }
+
+    #[test]
+    fn workers_default_to_one_per_cpu_and_must_be_at_least_one() {
+        let anchors = "--trust-anchors=/ca.crt";
+        let default = parse(&[anchors]).unwrap().into_config().unwrap();
+        assert_eq!(
+            default.workers,
+            std::thread::available_parallelism().unwrap().get()
+        );
+        let one = parse(&[anchors, "--workers=1"]).unwrap();
+        assert_eq!(one.into_config().unwrap().workers, 1);
+        let zero = parse(&[anchors, "--workers=0"]).unwrap_err();
+        assert_eq!(zero.kind(), ErrorKind::ValueValidation, "{zero}");
     }
 
     #[test]
