@@ -101,19 +101,27 @@ fn run_scenario(
 ) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     let kind = result.kind;
-    let topology = if pods {
-        Topology::pods()?
-    } else {
-        Topology::Loopback
-    };
     println!("- {:<18} starting ({} hop(s))", kind.name(), kind.hops());
-    let mut stand = scenario::start(kind, &topology, &options.programs, dir)?;
-    std::thread::sleep(Duration::from_millis(300));
-    result.idle_rss_mb = max_of(&stand, |u| u.rss_bytes);
+    let mut first = true;
     for workload in options.plan.workloads.iter().copied() {
         // Idle connections cost memory in proxies; without one there is nothing to read.
         if workload == Workload::Idle && kind.hops() == 0 {
             continue;
+        }
+        // Every workload starts in fresh pods. A new connection per request leaves
+        // tens of thousands of sockets in TIME_WAIT behind; every redirected
+        // connection shares the sidecar's one listening address, so the next
+        // workload's connections would meet them (SYNs dropped as old duplicates,
+        // one-second retransmissions) and measure that, not themselves.
+        let topology = if pods {
+            Topology::pods()?
+        } else {
+            Topology::Loopback
+        };
+        let mut stand = scenario::start(kind, &topology, &options.programs, dir)?;
+        std::thread::sleep(Duration::from_millis(300));
+        if std::mem::take(&mut first) {
+            result.idle_rss_mb = max_of(&stand, |u| u.rss_bytes);
         }
         for load in options.plan.loads(workload) {
             stand.check_alive()?;
@@ -121,8 +129,10 @@ fn run_scenario(
             println!("  {}", progress_line(kind, &cell));
             result.cells.push(cell);
         }
+        // The stand's processes live in the topology's pods: they stop first.
+        drop(stand);
+        drop(topology);
     }
-    drop(stand);
     Ok(())
 }
 
