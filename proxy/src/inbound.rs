@@ -7,7 +7,8 @@
 //! multiplexed HTTP/2 mesh transport, or HTTP/1.1 for an upgrade, naming each
 //! request's app port), or opaque TCP behind a [`crate::transport`] header naming
 //! its app port. A connection redirected from an app port is a client outside the
-//! mesh, so a declared opaque port skips detection altogether.
+//! mesh, so a declared opaque port skips detection altogether, and so does an app
+//! port whose last silent client showed that the app speaks first.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::http::inbound::HttpInbound;
 use crate::http::pool::Version;
 use crate::listener::{self, Accepted, Direction, Served};
 use crate::metrics::Metrics;
+use crate::opaque::OpaqueMemory;
 use crate::orig_dst::{OrigDstAddr, orig_dst};
 use crate::outbound::connect;
 use crate::tally::{Counted, Tally};
@@ -42,6 +44,9 @@ pub struct Inbound {
     /// App ports whose connections are never detected: forwarded to the app as
     /// they are (plaintext clients only, refused under `require_mtls`).
     pub opaque_ports: Arc<[u16]>,
+    /// App ports whose clients were silent until the detection deadline (shared with
+    /// the outbound side: both remember servers that speak first).
+    pub opaque_memory: Arc<OpaqueMemory>,
     pub detect_timeout: Duration,
     pub http: Arc<HttpInbound>,
     pub metrics: Arc<Metrics>,
@@ -72,10 +77,17 @@ impl Inbound {
         let mesh_port = dst.0.port() == self.inbound_port;
         let stream = tally.count(stream);
         // Peer sidecars only ever connect to the inbound port itself (see
-        // [`crate::transport`]): a connection to a declared opaque app port is a
-        // client outside the mesh, possibly one waiting for the app to speak first.
-        if !mesh_port && self.opaque_ports.contains(&dst.0.port()) {
-            self.metrics.detected(Direction::Inbound, "opaque_port");
+        // [`crate::transport`]): a connection to a declared opaque app port, or to
+        // one whose clients were silent before, is a client outside the mesh,
+        // possibly one waiting for the app to speak first.
+        let skip = if mesh_port {
+            None
+        } else {
+            let declared = self.opaque_ports.contains(&dst.0.port());
+            self.opaque_memory.skip_detection(declared, dst.0)
+        };
+        if let Some(reason) = skip {
+            self.metrics.detected(Direction::Inbound, reason);
             if self.require_mtls {
                 return (false, Err(ConnError::PlaintextRefused));
             }
@@ -86,6 +98,15 @@ impl Inbound {
             Ok(detected) => detected,
             Err(e) => return (false, Err(ConnError::Io(e))),
         };
+        // A client outside the mesh that sent nothing waits for the app to speak (a
+        // peer sidecar always speaks first, on the inbound port).
+        if detection.timed_out && !mesh_port && io.replay_len() == 0 {
+            self.opaque_memory.learn_silent(
+                dst.0,
+                self.detect_timeout,
+                "on this workload's pod template",
+            );
+        }
         self.metrics.detected(
             Direction::Inbound,
             if detection.timed_out {

@@ -123,12 +123,14 @@ pub async fn run(
 
     let tls = tls::MeshTls::new(identity.clone(), metrics.clone())?;
     let opaque_ports: Arc<[u16]> = config.opaque_ports.clone().into();
+    let opaque_memory = Arc::new(opaque::OpaqueMemory::default().counted_in(&metrics));
     let inbound = inbound::Inbound {
         tls: tls.clone(),
         require_mtls: config.require_mtls,
         inbound_port: config.inbound_addr.port(),
         outbound_port: config.outbound_addr.port(),
         opaque_ports: opaque_ports.clone(),
+        opaque_memory: opaque_memory.clone(),
         detect_timeout: config.detect_timeout,
         http: Arc::new(http::inbound::HttpInbound {
             local: http::pool::LocalPool::new(listener::Direction::Inbound, metrics.clone()),
@@ -164,7 +166,7 @@ pub async fn run(
             response_timeout: config.response_timeout,
         }),
         opaque_ports,
-        opaque_memory: Arc::new(opaque::OpaqueMemory::default().counted_in(&metrics)),
+        opaque_memory,
         detect_timeout: config.detect_timeout,
         shutdown: shutdown.clone(),
     };

@@ -90,6 +90,36 @@ impl OpaqueMemory {
         self.learn_at(dst, Instant::now())
     }
 
+    /// Learns `dst` after a connection to it sent nothing before the detection
+    /// deadline (`timeout`), and the first time tells the operator how to skip the
+    /// wait: the opaque-ports annotation, set `where_to_set` (which differs for the
+    /// client's and the server's side).
+    pub fn learn_silent(&self, dst: SocketAddr, timeout: Duration, where_to_set: &str) {
+        if self.learn(dst) {
+            tracing::warn!(
+                port = dst.port(),
+                ?timeout,
+                "the client sent nothing before the detection deadline: treating {dst} as \
+                 server-speaks-first for the next {:?}; to skip detection for it from the \
+                 start, set the annotation `trellis.io/opaque-ports: \"{}\"` {where_to_set}",
+                self.ttl,
+                dst.port(),
+            );
+        }
+    }
+
+    /// Why detection is skipped for a connection to `dst`, as `detect_total` counts
+    /// it: its port is `declared` opaque, or `dst` is remembered; `None` to detect.
+    pub fn skip_detection(&self, declared: bool, dst: SocketAddr) -> Option<&'static str> {
+        if declared {
+            Some("opaque_port")
+        } else if self.is_opaque(dst) {
+            Some("opaque_remembered")
+        } else {
+            None
+        }
+    }
+
     /// Whether `dst` is known to be server-speaks-first (and not expired).
     pub fn is_opaque(&self, dst: SocketAddr) -> bool {
         self.is_opaque_at(dst, Instant::now())

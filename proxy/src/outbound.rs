@@ -79,14 +79,7 @@ impl Outbound {
         let destination = self.directory.load().resolve(dst);
         let opaque_port = self.opaque_ports.contains(&dst.0.port())
             || matches!(&destination, Destination::Service(s) if s.is_opaque());
-        let skip = if opaque_port {
-            Some("opaque_port")
-        } else if self.opaque_memory.is_opaque(dst.0) {
-            Some("opaque_remembered")
-        } else {
-            None
-        };
-        if let Some(reason) = skip {
+        if let Some(reason) = self.opaque_memory.skip_detection(opaque_port, dst.0) {
             self.metrics.detected(Direction::Outbound, reason);
             return self.opaque(app, &destination, dst, tally).await;
         }
@@ -100,17 +93,12 @@ impl Outbound {
             // Only a client that sent nothing at all waits for the server; one that
             // stalled mid-line is not evidence about the destination.
             let silent = io.replay_len() == 0;
-            if silent && self.opaque_memory.learn(dst.0) {
-                tracing::warn!(
-                    port = dst.0.port(),
-                    timeout = ?self.detect_timeout,
-                    "the app sent nothing before the detection deadline: treating {dst} as \
-                     server-speaks-first for the next {:?}; to skip detection for it from \
-                     the start, set the annotation `trellis.io/opaque-ports: \"{}\"` on its \
-                     Service (every client's sidecar) or on this workload's pod template \
-                     (this sidecar alone)",
-                    self.opaque_memory.ttl(),
-                    dst.0.port(),
+            if silent {
+                self.opaque_memory.learn_silent(
+                    dst.0,
+                    self.detect_timeout,
+                    "on its Service (every client's sidecar) or on this workload's pod \
+                     template (this sidecar alone)",
                 );
             }
         } else {

@@ -10,7 +10,8 @@
 //! `--opaque-ports`; on such a port nothing is detected, on either side: peer
 //! sidecars reach the server's sidecar on its inbound port, so a connection to a
 //! declared opaque app port is a client outside the mesh, and the server greets it at
-//! once.
+//! once. The server's sidecar remembers too: a client outside the mesh that waits for
+//! the banner stalls once, and the next one is greeted at once.
 
 use std::io::Write as _;
 use std::net::{SocketAddrV4, TcpStream};
@@ -200,5 +201,57 @@ fn on_a_declared_opaque_port_a_server_that_speaks_first_greets_clients_outside_t
     conn.set_read_timeout(Some(BANNER_DEADLINE))?;
     ends_unanswered(&mut conn, "HELO outsider\r\n").map_err(anyhow::Error::msg)?;
     assert_eq!(greet(&pods.client, target)?, expected);
+    Ok(())
+}
+
+#[test]
+fn the_servers_sidecar_remembers_an_app_that_speaks_first_to_clients_outside_the_mesh()
+-> anyhow::Result<()> {
+    if !host_can_run_pods(&[]) {
+        return Ok(());
+    }
+    let server_args = ["--detect-timeout", DETECT_TIMEOUT];
+    let pods = PodPair::start_with(&[], &[], &server_args)?;
+    let _banner = EchoServer::start_banner_in(pods.server.netns(), BANNER_PORT, "server")?;
+    let target = pods.server_at(BANNER_PORT);
+
+    // 1. Twice, a client on the host (outside the mesh) reads the banner, then talks.
+    for connection in ["first", "second"] {
+        let greeted = greet_from_host(target).map_err(|e| {
+            anyhow::anyhow!("{connection} connection: {e}\n{}", pods.server.proxy_log())
+        })?;
+        assert_eq!(
+            greeted,
+            (
+                "220 server hello".to_string(),
+                "250 server got HELO client".to_string()
+            ),
+            "{connection} connection"
+        );
+    }
+
+    // 2. The first was detected by its silence, the second went to the app at once.
+    let metrics = pods.server.metrics()?;
+    let inbound = |protocol| {
+        metrics.sum(
+            "detect_total",
+            &[("direction", "inbound"), ("protocol", protocol)],
+        )
+    };
+    assert_eq!(inbound("opaque_timeout"), 1.0, "{}", metrics.text);
+    assert_eq!(inbound("opaque_remembered"), 1.0, "{}", metrics.text);
+    assert_eq!(
+        metrics.sum("opaque_destinations", &[]),
+        1.0,
+        "{}",
+        metrics.text
+    );
+    assert!(
+        pods.server
+            .proxy_log_text()
+            .contains("trellis.io/opaque-ports"),
+        "the server's sidecar never suggested trellis.io/opaque-ports:\n{}",
+        pods.server.proxy_log()
+    );
     Ok(())
 }
