@@ -102,7 +102,6 @@ fn run_scenario(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     let kind = result.kind;
     println!("- {:<18} starting ({} hop(s))", kind.name(), kind.hops());
-    let mut first = true;
     for workload in options.plan.workloads.iter().copied() {
         // Idle connections cost memory in proxies; without one there is nothing to read.
         if workload == Workload::Idle && kind.hops() == 0 {
@@ -120,7 +119,7 @@ fn run_scenario(
         };
         let mut stand = scenario::start(kind, &topology, &options.programs, dir)?;
         std::thread::sleep(Duration::from_millis(300));
-        if std::mem::take(&mut first) {
+        if result.idle_rss_mb.is_none() {
             result.idle_rss_mb = max_of(&stand, |u| u.rss_bytes);
         }
         for load in options.plan.loads(workload) {

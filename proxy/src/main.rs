@@ -238,8 +238,9 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 
 /// glibc gives each thread that allocates its own arena, and a proxy moving bodies
 /// leaves free memory scattered over all of them: with one arena, peak RSS moving
-/// 1 MiB bodies through two hops measured 19.8 MB against 21.8 MB, at the same CPU
-/// per request (small allocations stay in each thread's cache, uncontended).
+/// 1 MiB bodies through two hops measured 17.9–18.9 MB against 22.2–23.7 MB in
+/// alternating runs. Whether the shared arena costs CPU at the knee is open: a later
+/// A/B on a noisy machine leaned that way within its noise (BENCHMARKS.md).
 fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; it is called before any other

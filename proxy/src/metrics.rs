@@ -146,7 +146,8 @@ pub struct Metrics {
     pub responses: Family<ResponseLabels, Counter>,
     pub response_latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
     pub detections: Family<DetectLabels, Counter>,
-    /// Destinations the outbound side remembers as server-speaks-first.
+    /// Destinations (outbound) and own app ports (inbound) remembered as
+    /// server-speaks-first.
     pub opaque_destinations: Gauge,
     pub opaque_forgotten: Family<ForgetLabels, Counter>,
 }
