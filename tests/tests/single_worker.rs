@@ -1,0 +1,38 @@
+//! `--workers 1` (what the injector sets for a proxy limited to one CPU) runs the
+//! proxy on a single-threaded runtime, where anything that needs a second worker
+//! (`block_in_place`, a task that blocks its thread) hangs or panics: both sidecars
+//! run that way and carry a 1 MiB download through the mesh.
+//!
+//! Which runtime runs is not visible from outside (tokio names its worker and its
+//! blocking threads alike), so the flag's parsing is tested in the proxy's own tests.
+
+use trellis_tests::{HttpApp, PodPair, curl_in, host_can_run_pods};
+
+const APP_PORT: u16 = 7070;
+const CURL: (&str, &str) = ("curl", "curl");
+const BODY: u64 = 1024 * 1024;
+
+#[test]
+fn sidecars_with_one_worker_each_carry_the_mesh_path() -> anyhow::Result<()> {
+    if !host_can_run_pods(&[CURL]) {
+        return Ok(());
+    }
+    let pods = PodPair::start(&["--workers", "1"])?;
+    let _app = HttpApp::start_in(pods.server.netns(), APP_PORT, "server")?;
+    let download = format!("http://{}/download/{BODY}", pods.server_at(APP_PORT));
+    let run = curl_in(
+        pods.client.netns(),
+        &["--http1.1", "--output", "/dev/null", &download],
+    )?;
+    let transfer = run.transfer()?;
+    // curl checks the body against its Content-Length: a short one is an error.
+    assert_eq!(
+        (transfer.status, transfer.error.as_deref()),
+        (200, None),
+        "curl: {}\n{}\n{}",
+        run.stderr,
+        pods.client.proxy_log(),
+        pods.server.proxy_log()
+    );
+    Ok(())
+}
