@@ -60,9 +60,8 @@ pub struct Config {
     /// altogether; inbound the first bytes are still read, to tell a peer sidecar's
     /// mTLS from plaintext.
     pub opaque_ports: Vec<u16>,
-    /// Threads serving connections. One runs everything on a single-threaded runtime
-    /// (no cross-thread wake-ups, as linkerd2-proxy with one core); more, a
-    /// work-stealing runtime with that many workers.
+    /// Threads serving connections, each a single-threaded event loop with pools of
+    /// its own ([`crate::shard`]); the first also runs the control plane.
     pub workers: usize,
 }
 

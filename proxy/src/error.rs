@@ -39,6 +39,8 @@ pub enum Error {
     Discovery(String),
     #[error("the controller returned an unusable certificate: {0}")]
     BadCertificate(String),
+    #[error("cannot start a thread serving connections: {0}")]
+    Shard(io::Error),
 }
 
 /// What went wrong with one proxied connection.

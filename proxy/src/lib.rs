@@ -18,7 +18,9 @@
 //! - [`tally`]: the TCP metrics (open, close, bytes) of every connection;
 //! - [`forward`]: copying opaque bytes both ways, and
 //!   [`transport`]: the header that names the app port of an opaque mesh connection;
-//! - [`inbound`] and [`outbound`]: the connection-level stages that chain the rest.
+//! - [`inbound`] and [`outbound`]: the connection-level stages that chain the rest;
+//! - [`shard`]: the threads that run them, one event loop and one set of pools
+//!   each, and which of them serves a new connection.
 //!
 //! Beside it: [`identity`] (key pair, CSR, certificate and its renewal),
 //! [`discovery`] (the stream of services, endpoints, routes and policies from the
@@ -46,6 +48,7 @@ pub mod opaque;
 pub mod orig_dst;
 pub mod outbound;
 pub mod peers;
+pub mod shard;
 pub mod tally;
 pub mod tls;
 pub mod transport;
@@ -124,91 +127,76 @@ pub async fn run(
     let tls = tls::MeshTls::new(identity.clone(), metrics.clone())?;
     let opaque_ports: Arc<[u16]> = config.opaque_ports.clone().into();
     let opaque_memory = Arc::new(opaque::OpaqueMemory::default().counted_in(&metrics));
-    let inbound = inbound::Inbound {
-        tls: tls.clone(),
-        require_mtls: config.require_mtls,
-        inbound_port: config.inbound_addr.port(),
-        outbound_port: config.outbound_addr.port(),
-        opaque_ports: opaque_ports.clone(),
-        opaque_memory: opaque_memory.clone(),
-        detect_timeout: config.detect_timeout,
-        http: Arc::new(http::inbound::HttpInbound {
-            local: http::pool::LocalPool::new(listener::Direction::Inbound, metrics.clone()),
-            metrics: metrics.clone(),
-            response_timeout: config.response_timeout,
-            mesh_port: config.inbound_addr.port(),
-        }),
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
-    };
-    let outbound = outbound::Outbound {
-        tls: tls.clone(),
-        directory: directory.clone(),
-        peers: peers.clone(),
-        metrics: metrics.clone(),
-        own_addrs: listeners
-            .outbound
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect(),
-        http: Arc::new(http::outbound::HttpOutbound {
-            directory,
-            peers,
-            // Every sidecar's inbound port is the one DESIGN.md fixes; ours is it.
-            mesh: http::pool::MeshPool::new(
-                tls.clone(),
-                config.inbound_addr.port(),
-                metrics.clone(),
-            ),
-            local: http::pool::LocalPool::new(listener::Direction::Outbound, metrics.clone()),
-            tls,
-            metrics: metrics.clone(),
-            response_timeout: config.response_timeout,
-        }),
-        opaque_ports,
-        opaque_memory,
-        detect_timeout: config.detect_timeout,
-        shutdown: shutdown.clone(),
-    };
-    let connections = tokio_util::task::TaskTracker::new();
-    let accepting = tokio_util::task::TaskTracker::new();
-    for listener in listeners.inbound {
-        let inbound = inbound.clone();
-        accepting.spawn(listener::serve(
-            listener,
-            listener::Direction::Inbound,
-            connections.clone(),
-            shutdown.clone(),
-            move |conn| inbound.clone().handle(conn),
-        ));
-    }
-    for listener in listeners.outbound {
-        let outbound = outbound.clone();
-        accepting.spawn(listener::serve(
-            listener,
-            listener::Direction::Outbound,
-            connections.clone(),
-            shutdown.clone(),
-            move |conn| outbound.clone().handle(conn),
-        ));
-    }
-    accepting.close();
-    accepting.wait().await;
-
-    connections.close();
-    let open = connections.len();
-    if open > 0 {
-        tracing::info!(open, deadline = ?config.drain_timeout, "draining open connections");
-    }
-    if tokio::time::timeout(config.drain_timeout, connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            open = connections.len(),
-            "drain deadline passed; closing the remaining connections"
-        );
-    }
+    let own_addrs: Vec<_> = listeners
+        .outbound
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    // Everything a request touches that is not shared: the pools, once per shard.
+    let stages = (0..config.workers.max(1))
+        .map(|_| shard::Stages {
+            inbound: inbound::Inbound {
+                tls: tls.clone(),
+                require_mtls: config.require_mtls,
+                inbound_port: config.inbound_addr.port(),
+                outbound_port: config.outbound_addr.port(),
+                opaque_ports: opaque_ports.clone(),
+                opaque_memory: opaque_memory.clone(),
+                detect_timeout: config.detect_timeout,
+                http: Arc::new(http::inbound::HttpInbound {
+                    local: http::pool::LocalPool::new(
+                        listener::Direction::Inbound,
+                        metrics.clone(),
+                    ),
+                    metrics: metrics.clone(),
+                    response_timeout: config.response_timeout,
+                    mesh_port: config.inbound_addr.port(),
+                }),
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+            },
+            outbound: outbound::Outbound {
+                tls: tls.clone(),
+                directory: directory.clone(),
+                peers: peers.clone(),
+                metrics: metrics.clone(),
+                own_addrs: own_addrs.clone(),
+                http: Arc::new(http::outbound::HttpOutbound {
+                    directory: directory.clone(),
+                    peers: peers.clone(),
+                    // Every sidecar's inbound port is the one DESIGN.md fixes; ours is it.
+                    mesh: http::pool::MeshPool::new(
+                        tls.clone(),
+                        config.inbound_addr.port(),
+                        metrics.clone(),
+                    ),
+                    local: http::pool::LocalPool::new(
+                        listener::Direction::Outbound,
+                        metrics.clone(),
+                    ),
+                    tls: tls.clone(),
+                    metrics: metrics.clone(),
+                    response_timeout: config.response_timeout,
+                }),
+                opaque_ports: opaque_ports.clone(),
+                opaque_memory: opaque_memory.clone(),
+                detect_timeout: config.detect_timeout,
+                shutdown: shutdown.clone(),
+            },
+        })
+        .collect();
+    let listening = listeners
+        .inbound
+        .into_iter()
+        .map(|l| (listener::Direction::Inbound, l))
+        .chain(
+            listeners
+                .outbound
+                .into_iter()
+                .map(|l| (listener::Direction::Outbound, l)),
+        )
+        .collect();
+    shard::serve(listening, stages, shutdown, config.drain_timeout).await?;
     tasks.close();
     tracing::info!("proxy stopped");
     Ok(())

@@ -1,7 +1,7 @@
-//! Accepting connections: one task and one span per connection, and no new accepts
-//! once shutdown begins.
+//! Accepting connections: listening sockets, no new accepts once shutdown begins,
+//! one span per connection, and its accounting when it ends. Which thread serves a
+//! connection is [`crate::shard`]'s choice.
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::error::{ConnError, Error};
@@ -121,45 +120,54 @@ pub fn closed(tally: Tally, tls: bool, result: &Result<Served, ConnError>, start
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Accepts on `listener` until `shutdown`, handing each connection to `handle` on
-/// its own task tracked by `connections` (so shutdown can wait for them to drain).
-pub async fn serve<F, Fut>(
+/// Accepts on `listener` until `shutdown`, giving each connection, Nagle off, to
+/// `dispatch`.
+pub async fn accept<F>(
     listener: TcpListener,
     direction: Direction,
-    connections: TaskTracker,
     shutdown: CancellationToken,
-    handle: F,
+    mut dispatch: F,
 ) where
-    F: Fn(Accepted) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
+    F: FnMut(TcpStream, SocketAddr),
 {
-    let local = listener.local_addr().ok();
-    tracing::info!(dir = direction.as_str(), addr = ?local, "listening");
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, client) = match accepted {
-            Ok(accepted) => accepted,
+        match accepted {
+            Ok((stream, client)) => {
+                // Latency over batching: the proxy forwards whatever it has at once.
+                let _ = stream.set_nodelay(true);
+                dispatch(stream, client);
+            }
             Err(error) => {
                 // Usually EMFILE/ENFILE: back off instead of spinning on the error.
                 tracing::warn!(dir = direction.as_str(), %error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
-        // Latency over batching: the proxy forwards whatever it has at once.
-        let _ = stream.set_nodelay(true);
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!(
-            "conn",
-            id,
-            src = %client,
-            dir = direction.as_str(),
-            dst = tracing::field::Empty
-        );
-        connections.spawn(handle(Accepted { id, stream, client }).instrument(span));
+        }
     }
-    tracing::info!(dir = direction.as_str(), "stopped accepting");
+}
+
+/// The task of one accepted connection: `handle` in a span carrying a
+/// process-unique id, so that the logs of one connection can be found together.
+pub fn connection<F, Fut>(
+    direction: Direction,
+    stream: TcpStream,
+    client: SocketAddr,
+    handle: F,
+) -> tracing::instrument::Instrumented<Fut>
+where
+    F: FnOnce(Accepted) -> Fut,
+{
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!(
+        "conn",
+        id,
+        src = %client,
+        dir = direction.as_str(),
+        dst = tracing::field::Empty
+    );
+    handle(Accepted { id, stream, client }).instrument(span)
 }

@@ -101,9 +101,9 @@ struct Args {
     /// detection.
     #[arg(long, env = "TRELLIS_OPAQUE_PORTS", value_delimiter = ',')]
     opaque_ports: Vec<u16>,
-    /// Threads that serve connections [default: one per CPU]. In a pod, match the
-    /// proxy's CPU limit: with 1 the proxy runs single-threaded, which costs the
-    /// least CPU per request; more threads raise what one proxy can carry.
+    /// Threads that serve connections, each with its own event loop and connection
+    /// pools [default: one per CPU]. In a pod, match the proxy's CPU limit: more
+    /// threads than CPUs only take turns.
     #[arg(long, env = "TRELLIS_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
     /// Log format.
@@ -187,14 +187,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut builder = if config.workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(config.workers);
-        builder
-    };
-    let runtime = match builder.enable_all().build() {
+    // The control plane and the first shard run here; `trellis_proxy::run` starts a
+    // thread with an event loop of its own for each further worker.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start the runtime");

@@ -1,0 +1,345 @@
+//! The threads that serve connections.
+//!
+//! Each of the proxy's `--workers` threads is a shard: a single-threaded event loop
+//! with connection pools of its own (the HTTP/2 connection to each peer pod, the
+//! connections to the app), so that a request is read, forwarded and answered on
+//! one thread. No wake-up crosses threads and no task migrates; what requests share
+//! across shards is read-mostly (the directory, the TLS configs, the opaque memory)
+//! or atomic (the metrics). Envoy's workers and linkerd2-proxy on one core work this
+//! way; the work-stealing runtime this replaced spent about one `futex` and half an
+//! `eventfd` write per request and sidecar handing work between its threads
+//! (BENCHMARKS.md).
+//!
+//! Every shard accepts on every listener, through a descriptor of its own for the
+//! same socket. A connection is then served by the shard with the fewest open
+//! connections: when that is another shard, the accepting one hands the socket over
+//! before reading a byte. Without this a few long-lived connections, such as the
+//! HTTP/2 connection each shard of a client sidecar opens to a server sidecar, could
+//! all land on one thread while the others idle.
+//!
+//! Shard 0 runs on the caller's runtime, beside the control plane (identity,
+//! discovery, admin); the others on threads named `trellis-shard-N`.
+
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::Error;
+use crate::inbound::Inbound;
+use crate::listener::{self, Direction};
+use crate::outbound::Outbound;
+
+/// What a shard serves connections with, built once per shard so that each has
+/// pools of its own.
+pub struct Stages {
+    pub inbound: Inbound,
+    pub outbound: Outbound,
+}
+
+/// Serves `listeners` on `stages.len()` shards until `shutdown`, then gives each
+/// shard's open connections until `drain_timeout` to finish.
+pub async fn serve(
+    listeners: Vec<(Direction, TcpListener)>,
+    stages: Vec<Stages>,
+    shutdown: CancellationToken,
+    drain_timeout: Duration,
+) -> Result<(), Error> {
+    let count = stages.len().max(1);
+    let mut inboxes = Vec::with_capacity(count);
+    let mut receivers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (tx, rx) = mpsc::unbounded_channel();
+        inboxes.push(tx);
+        receivers.push(rx);
+    }
+    let board = Arc::new(Board {
+        open: (0..count).map(|_| AtomicUsize::new(0)).collect(),
+        inboxes: inboxes.into(),
+    });
+    for (direction, listener) in &listeners {
+        let addr = listener.local_addr().ok();
+        tracing::info!(dir = direction.as_str(), ?addr, shards = count, "listening");
+    }
+
+    let mut shards = stages.into_iter().zip(receivers).enumerate();
+    let Some((_, (first, first_inbox))) = shards.next() else {
+        return Ok(());
+    };
+    let mut finished = Vec::new();
+    for (index, (stages, inbox)) in shards {
+        // Each shard registers its own descriptor of every listening socket with its
+        // own event loop; a descriptor cannot move between loops once registered.
+        let own = listeners
+            .iter()
+            .map(|(direction, listener)| {
+                let fd = listener
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(Error::Shard)?;
+                Ok((*direction, std::net::TcpListener::from(fd)))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::Shard)?;
+        let shard = Shard {
+            index,
+            board: board.clone(),
+            stages,
+            connections: TaskTracker::new(),
+        };
+        let (done, finish) = oneshot::channel();
+        let shutdown = shutdown.clone();
+        std::thread::Builder::new()
+            .name(format!("trellis-shard-{index}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listeners = own
+                        .into_iter()
+                        .filter_map(
+                            |(direction, listener)| match TcpListener::from_std(listener) {
+                                Ok(listener) => Some((direction, listener)),
+                                Err(error) => {
+                                    tracing::error!(shard = index, %error, "cannot listen");
+                                    None
+                                }
+                            },
+                        )
+                        .collect();
+                    Arc::new(shard)
+                        .run(listeners, inbox, shutdown, drain_timeout)
+                        .await;
+                });
+                // The runtime is dropped first, closing what outlived the drain.
+                drop(runtime);
+                let _ = done.send(());
+            })
+            .map_err(Error::Shard)?;
+        finished.push(finish);
+    }
+
+    let first = Arc::new(Shard {
+        index: 0,
+        board,
+        stages: first,
+        connections: TaskTracker::new(),
+    });
+    first
+        .run(listeners, first_inbox, shutdown, drain_timeout)
+        .await;
+    for finish in finished {
+        // An error means the shard's thread panicked: nothing is left to wait for.
+        let _ = finish.await;
+    }
+    Ok(())
+}
+
+/// What every shard knows of the others: how many connections each serves, and
+/// the way to hand one a connection.
+struct Board {
+    open: Box<[AtomicUsize]>,
+    inboxes: Box<[mpsc::UnboundedSender<Handoff>]>,
+}
+
+impl Board {
+    /// The shard with the fewest open connections; `me` on a tie, so that a
+    /// balanced proxy never hands over.
+    fn least_loaded(&self, me: usize) -> usize {
+        let mut best = me;
+        let mut least = self.open[me].load(Ordering::Relaxed);
+        for (index, open) in self.open.iter().enumerate() {
+            let open = open.load(Ordering::Relaxed);
+            if open < least {
+                best = index;
+                least = open;
+            }
+        }
+        best
+    }
+}
+
+/// A connection on its way to another shard, out of the accepting shard's event
+/// loop and not yet in the other's.
+struct Handoff {
+    direction: Direction,
+    stream: std::net::TcpStream,
+    client: SocketAddr,
+}
+
+/// Counts a connection as open on its shard until the connection's task ends.
+struct Open {
+    board: Arc<Board>,
+    shard: usize,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.board.open[self.shard].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Shard {
+    index: usize,
+    board: Arc<Board>,
+    stages: Stages,
+    connections: TaskTracker,
+}
+
+impl Shard {
+    async fn run(
+        self: Arc<Self>,
+        listeners: Vec<(Direction, TcpListener)>,
+        mut inbox: mpsc::UnboundedReceiver<Handoff>,
+        shutdown: CancellationToken,
+        drain_timeout: Duration,
+    ) {
+        let accepting = TaskTracker::new();
+        for (direction, listener) in listeners {
+            let shard = self.clone();
+            accepting.spawn(listener::accept(
+                listener,
+                direction,
+                shutdown.clone(),
+                move |stream, client| shard.dispatch(direction, stream, client),
+            ));
+        }
+        let shard = self.clone();
+        let stop = shutdown.clone();
+        accepting.spawn(async move {
+            loop {
+                let handoff = tokio::select! {
+                    () = stop.cancelled() => break,
+                    handoff = inbox.recv() => handoff,
+                };
+                let Some(Handoff {
+                    direction,
+                    stream,
+                    client,
+                }) = handoff
+                else {
+                    break;
+                };
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => shard.serve(direction, stream, client),
+                    Err(error) => {
+                        shard.board.open[shard.index].fetch_sub(1, Ordering::Relaxed);
+                        tracing::warn!(%error, "cannot take over a connection");
+                    }
+                }
+            }
+        });
+        accepting.close();
+        accepting.wait().await;
+        tracing::debug!(shard = self.index, "stopped accepting");
+
+        self.connections.close();
+        let open = self.connections.len();
+        if open > 0 {
+            tracing::info!(shard = self.index, open, deadline = ?drain_timeout, "draining open connections");
+        }
+        if tokio::time::timeout(drain_timeout, self.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                shard = self.index,
+                open = self.connections.len(),
+                "drain deadline passed; closing the remaining connections"
+            );
+        }
+    }
+
+    /// Serves a connection here, or hands it to the shard with fewer open.
+    fn dispatch(&self, direction: Direction, stream: TcpStream, client: SocketAddr) {
+        let target = self.board.least_loaded(self.index);
+        // Counted at once, so that the next accept, here or on another shard, sees it.
+        self.board.open[target].fetch_add(1, Ordering::Relaxed);
+        if target == self.index {
+            self.serve(direction, stream, client);
+            return;
+        }
+        let handed = stream
+            .into_std()
+            .map_err(|error| error.to_string())
+            .and_then(|stream| {
+                self.board.inboxes[target]
+                    .send(Handoff {
+                        direction,
+                        stream,
+                        client,
+                    })
+                    .map_err(|_| "the shard has stopped".to_string())
+            });
+        if let Err(error) = handed {
+            self.board.open[target].fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(%error, "cannot hand a connection to another shard");
+        }
+    }
+
+    /// Spawns the connection's task; its count is already on this shard.
+    fn serve(&self, direction: Direction, stream: TcpStream, client: SocketAddr) {
+        let open = Open {
+            board: self.board.clone(),
+            shard: self.index,
+        };
+        match direction {
+            Direction::Inbound => {
+                let inbound = self.stages.inbound.clone();
+                self.connections.spawn(listener::connection(
+                    direction,
+                    stream,
+                    client,
+                    |conn| async move {
+                        let _open = open;
+                        inbound.handle(conn).await;
+                    },
+                ));
+            }
+            Direction::Outbound => {
+                let outbound = self.stages.outbound.clone();
+                self.connections.spawn(listener::connection(
+                    direction,
+                    stream,
+                    client,
+                    |conn| async move {
+                        let _open = open;
+                        outbound.handle(conn).await;
+                    },
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board(open: &[usize]) -> Board {
+        Board {
+            open: open.iter().map(|&n| AtomicUsize::new(n)).collect(),
+            inboxes: open.iter().map(|_| mpsc::unbounded_channel().0).collect(),
+        }
+    }
+
+    #[test]
+    fn a_connection_goes_to_the_shard_with_the_fewest_open() {
+        assert_eq!(board(&[3, 1, 2]).least_loaded(0), 1);
+        assert_eq!(board(&[3, 1, 0]).least_loaded(1), 2);
+    }
+
+    #[test]
+    fn the_accepting_shard_keeps_a_connection_on_a_tie() {
+        assert_eq!(board(&[1, 1, 1]).least_loaded(2), 2);
+        assert_eq!(board(&[0, 0]).least_loaded(1), 1);
+        assert_eq!(board(&[2]).least_loaded(0), 0);
+    }
+}
