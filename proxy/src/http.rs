@@ -289,7 +289,12 @@ where
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 /// The largest frame the proxy accepts: fewer frame headers and wake-ups per body.
-const MAX_FRAME: u32 = 64 * 1024;
+/// A full DATA frame and its 9-byte header make 64 KiB: four full TLS records, and
+/// what rustls takes in one write (its send buffer holds 64 KiB). With a 64 KiB
+/// payload the last 9 bytes of every frame went out in a TLS record, a system call
+/// and a TCP segment of their own.
+const MAX_FRAME: u32 = 64 * 1024 - FRAME_HEADER;
+const FRAME_HEADER: u32 = 9;
 
 /// Streams one client may have open on an HTTP/2 connection: the mesh carries every
 /// request between two pods on one connection, so this is well above a single app's
