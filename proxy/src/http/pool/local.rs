@@ -169,6 +169,7 @@ impl LocalPool {
             Version::Http1 => {
                 let tcp = self.dial(addr).await?;
                 let (sender, conn) = http1::Builder::new()
+                    .max_buf_size(crate::http::MAX_BUF)
                     .handshake(TokioIo::new(tcp))
                     .await
                     .map_err(|e| Failure::Connect(format!("{addr}: {e}")))?;
