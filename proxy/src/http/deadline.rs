@@ -56,10 +56,14 @@ where
 
 /// `response`, unless it is not ready `timeout` after the request body was sent in
 /// full (`None`).
+///
+/// The caller pins `response` where it lives: taken by value, it would occupy this
+/// future's state twice (once as the argument, once as the awaited local), and
+/// every request's future is moved whole when it is handed to a connection or a task.
 pub async fn within<F: Future>(
     timeout: Duration,
     sent: &mut Sent,
-    response: F,
+    response: Pin<&mut F>,
 ) -> Option<F::Output> {
     let deadline = async {
         sent.wait().await;
@@ -159,7 +163,10 @@ mod tests {
             assert!(body.frame().await.is_none());
             "answered"
         };
-        assert_eq!(within(timeout, &mut sent, answer).await, Some("answered"));
+        assert_eq!(
+            within(timeout, &mut sent, std::pin::pin!(answer)).await,
+            Some("answered")
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -177,7 +184,10 @@ mod tests {
             std::future::pending::<()>().await;
         };
         let started = tokio::time::Instant::now();
-        assert_eq!(within(Duration::from_secs(1), &mut sent, never).await, None);
+        assert_eq!(
+            within(Duration::from_secs(1), &mut sent, std::pin::pin!(never)).await,
+            None
+        );
         assert_eq!(started.elapsed(), Duration::from_secs(1));
     }
 
@@ -187,7 +197,10 @@ mod tests {
         assert!(sent.0.is_none(), "no channel for an empty body");
         assert!(request.body().is_end_stream());
         let never = std::future::pending::<()>();
-        assert_eq!(within(Duration::from_secs(1), &mut sent, never).await, None);
+        assert_eq!(
+            within(Duration::from_secs(1), &mut sent, std::pin::pin!(never)).await,
+            None
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -196,7 +209,7 @@ mod tests {
         let (_request, mut sent) = watch(request);
         let slow = tokio::time::sleep(Duration::from_secs(3600));
         assert_eq!(
-            within(Duration::from_secs(1), &mut sent, slow).await,
+            within(Duration::from_secs(1), &mut sent, std::pin::pin!(slow)).await,
             Some(())
         );
     }

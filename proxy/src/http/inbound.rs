@@ -116,15 +116,18 @@ impl HttpInbound {
         let app = app_addr(dst.ip(), port);
 
         if version == Version::Http1 && is_upgrade(&parts.headers) {
-            let response = match connect(app).await {
-                Ok(tcp) => {
-                    let tcp = Counted::opened(tcp, &self.metrics, Direction::Inbound);
-                    strip_for_upgrade(&mut parts.headers);
-                    let request = Request::from_parts(parts, body);
-                    upgrade::relay(request, tcp, self.response_timeout).await
-                }
-                Err(e) => Err(Failure::Connect(e.to_string())),
-            };
+            // Boxed, as upgrades are rare: their state would otherwise be carried by
+            // every request's future.
+            let response = Box::pin(async {
+                let tcp = connect(app)
+                    .await
+                    .map_err(|e| Failure::Connect(e.to_string()))?;
+                let tcp = Counted::opened(tcp, &self.metrics, Direction::Inbound);
+                strip_for_upgrade(&mut parts.headers);
+                let request = Request::from_parts(parts, body);
+                upgrade::relay(request, tcp, self.response_timeout).await
+            })
+            .await;
             return observer.respond(response.unwrap_or_else(|f| f.respond(false)));
         }
 
@@ -132,7 +135,7 @@ impl HttpInbound {
         parts.headers.remove(header::EXPECT);
         shape_for(&mut parts, app_version, app);
         let (request, mut sent) = deadline::watch(Request::from_parts(parts, body));
-        let sending = self.local.send(app, app_version, request);
+        let sending = std::pin::pin!(self.local.send(app, app_version, request));
         let response = deadline::within(self.response_timeout, &mut sent, sending);
         let response = match response.await {
             Some(Ok(response)) => {

@@ -145,7 +145,9 @@ impl HttpOutbound {
                 Err(failure) => return observe(&None).respond(failure.respond(grpc)),
             };
             let observer = observe(&chosen.identity);
-            let response = self.upgrade(request, chosen).await;
+            // Boxed, as upgrades are rare: their state (a connect, a handshake, the
+            // relay) would otherwise be carried by every request's future.
+            let response = Box::pin(self.upgrade(request, chosen)).await;
             return observer.respond(response.unwrap_or_else(|f| f.respond(false)));
         }
 
@@ -170,9 +172,11 @@ impl HttpOutbound {
             // with a body cannot, since its body has been read (and is not kept).
             let replay = (another && chosen.identity.is_some() && prepared.body().is_end_stream())
                 .then(|| super::replay_of(&prepared));
-            let exchange = self.exchange(&chosen, version, prepared);
-            let response = deadline::within(self.response_timeout, &mut sent, exchange);
-            let response = match response.await {
+            let response = {
+                let exchange = std::pin::pin!(self.exchange(&chosen, version, prepared));
+                deadline::within(self.response_timeout, &mut sent, exchange).await
+            };
+            let response = match response {
                 Some(Ok(response)) => response,
                 Some(Err(SendError::Unsent(unsent, failure))) => {
                     tracing::debug!(endpoint = %chosen.addr, %failure, "request not sent");

@@ -198,7 +198,9 @@ impl MeshPool {
         identity: &SpiffeId,
     ) -> Result<http2::SendRequest<Body>, Failure> {
         let slot = self.slots.get(&(ip, identity.clone()));
-        slot.sender(|| self.connect(ip, identity)).await
+        // Boxed: the connect (TCP, TLS, HTTP/2 handshakes) is kilobytes of state that
+        // every request's future would otherwise carry, and is needed once per peer.
+        slot.sender(|| Box::pin(self.connect(ip, identity))).await
     }
 
     async fn connect(

@@ -41,7 +41,8 @@ where
             tracing::debug!(%error, "upgrade connection ended");
         }
     });
-    let mut response = deadline::within(timeout, &mut sent, sender.send_request(request))
+    let sending = std::pin::pin!(sender.send_request(request));
+    let mut response = deadline::within(timeout, &mut sent, sending)
         .await
         .ok_or(Failure::Timeout(timeout))?
         .map_err(|e| Failure::Upstream(e.to_string()))?;

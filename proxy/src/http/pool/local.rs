@@ -154,30 +154,39 @@ impl LocalPool {
     }
 
     /// A new HTTP/1.1 connection to `addr`, or the HTTP/2 one (made if need be).
+    ///
+    /// The connecting is boxed: its state would otherwise be carried by the future of
+    /// every request, even the many that reuse a connection.
     async fn connect(&self, addr: SocketAddr, version: Version) -> Result<Conn, Failure> {
         match version {
             Version::Http2 => {
                 let slot = self.http2.get(&addr);
                 let sender = slot
-                    .sender(|| async {
-                        let tcp = self.dial(addr).await?;
-                        h2_handshake(tcp, addr.to_string()).await
+                    .sender(|| {
+                        Box::pin(async {
+                            let tcp = self.dial(addr).await?;
+                            h2_handshake(tcp, addr.to_string()).await
+                        })
                     })
                     .await?;
                 Ok(Conn::Http2 { sender })
             }
             Version::Http1 => {
-                let tcp = self.dial(addr).await?;
-                let (sender, conn) = http1::Builder::new()
-                    .max_buf_size(crate::http::MAX_BUF)
-                    .handshake(TokioIo::new(tcp))
-                    .await
-                    .map_err(|e| Failure::Connect(format!("{addr}: {e}")))?;
-                tokio::spawn(async move {
-                    if let Err(error) = conn.await {
-                        tracing::debug!(%addr, %error, "HTTP/1.1 connection ended");
-                    }
-                });
+                let sender = Box::pin(async {
+                    let tcp = self.dial(addr).await?;
+                    let (sender, conn) = http1::Builder::new()
+                        .max_buf_size(crate::http::MAX_BUF)
+                        .handshake(TokioIo::new(tcp))
+                        .await
+                        .map_err(|e| Failure::Connect(format!("{addr}: {e}")))?;
+                    tokio::spawn(async move {
+                        if let Err(error) = conn.await {
+                            tracing::debug!(%addr, %error, "HTTP/1.1 connection ended");
+                        }
+                    });
+                    Ok::<_, Failure>(sender)
+                })
+                .await?;
                 Ok(Conn::Http1 {
                     addr,
                     sender,
