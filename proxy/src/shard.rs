@@ -20,6 +20,7 @@
 //! Shard 0 runs on the caller's runtime, beside the control plane (identity,
 //! discovery, admin); the others on threads named `trellis-shard-N`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -51,7 +52,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain_timeout: Duration,
 ) -> Result<(), Error> {
-    let count = stages.len().max(1);
+    let count = stages.len();
     let mut inboxes = Vec::with_capacity(count);
     let mut receivers = Vec::with_capacity(count);
     for _ in 0..count {
@@ -286,36 +287,37 @@ impl Shard {
 
     /// Spawns the connection's task; its count is already on this shard.
     fn serve(&self, direction: Direction, stream: TcpStream, client: SocketAddr) {
+        // One spawn per stage rather than one future over both: a task is as large
+        // as its future, and an outbound connection's is a third of an inbound one's.
+        match direction {
+            Direction::Inbound => {
+                let inbound = self.stages.inbound.clone();
+                self.spawn(direction, stream, client, |conn| inbound.handle(conn));
+            }
+            Direction::Outbound => {
+                let outbound = self.stages.outbound.clone();
+                self.spawn(direction, stream, client, |conn| outbound.handle(conn));
+            }
+        }
+    }
+
+    fn spawn<F, Fut>(&self, direction: Direction, stream: TcpStream, client: SocketAddr, handle: F)
+    where
+        F: FnOnce(listener::Accepted) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let open = Open {
             board: self.board.clone(),
             shard: self.index,
         };
-        match direction {
-            Direction::Inbound => {
-                let inbound = self.stages.inbound.clone();
-                self.connections.spawn(listener::connection(
-                    direction,
-                    stream,
-                    client,
-                    |conn| async move {
-                        let _open = open;
-                        inbound.handle(conn).await;
-                    },
-                ));
-            }
-            Direction::Outbound => {
-                let outbound = self.stages.outbound.clone();
-                self.connections.spawn(listener::connection(
-                    direction,
-                    stream,
-                    client,
-                    |conn| async move {
-                        let _open = open;
-                        outbound.handle(conn).await;
-                    },
-                ));
-            }
-        }
+        self.connections
+            .spawn(listener::connection(direction, stream, client, |conn| {
+                let task = handle(conn);
+                async move {
+                    let _open = open;
+                    task.await;
+                }
+            }));
     }
 }
 

@@ -149,6 +149,25 @@ impl<K: std::hash::Hash + Eq + Clone> Slots<K> {
     }
 }
 
+/// Handshakes HTTP/1.1 over `io` (reading ahead at most [`crate::http::MAX_BUF`]) and
+/// drives the connection on its own task.
+async fn h1_handshake<I>(io: I, peer: String) -> Result<http1::SendRequest<Body>, Failure>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .max_buf_size(super::MAX_BUF)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| Failure::Connect(format!("{peer}: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.await {
+            tracing::debug!(%peer, %error, "HTTP/1.1 connection ended");
+        }
+    });
+    Ok(sender)
+}
+
 /// Handshakes HTTP/2 over `io` and drives the connection on its own task.
 async fn h2_handshake<I>(io: I, peer: String) -> Result<http2::SendRequest<Body>, Failure>
 where

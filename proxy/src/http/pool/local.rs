@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::{Conn, SendError, Slots, Version, h2_handshake, lock};
+use super::{Conn, SendError, Slots, Version, h1_handshake, h2_handshake, lock};
 use crate::http::Body;
 use crate::http::errors::Failure;
 use crate::listener::Direction;
@@ -174,17 +173,7 @@ impl LocalPool {
             Version::Http1 => {
                 let sender = Box::pin(async {
                     let tcp = self.dial(addr).await?;
-                    let (sender, conn) = http1::Builder::new()
-                        .max_buf_size(crate::http::MAX_BUF)
-                        .handshake(TokioIo::new(tcp))
-                        .await
-                        .map_err(|e| Failure::Connect(format!("{addr}: {e}")))?;
-                    tokio::spawn(async move {
-                        if let Err(error) = conn.await {
-                            tracing::debug!(%addr, %error, "HTTP/1.1 connection ended");
-                        }
-                    });
-                    Ok::<_, Failure>(sender)
+                    h1_handshake(tcp, addr.to_string()).await
                 })
                 .await?;
                 Ok(Conn::Http1 {
