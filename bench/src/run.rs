@@ -452,7 +452,7 @@ fn skip_reason(
         if !missing.is_empty() {
             let names: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
             return Some(format!(
-                "missing {} (build them: cargo build --release -p trellis-proxy -p trellis-proxy-init -p trellis-control-plane)",
+                "missing {} (build them: cargo build --release -p trellis-proxy; cargo build --release -p trellis-proxy-init -p trellis-control-plane)",
                 names.join(", ")
             ));
         }

@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use trellis_identity::MESH_ALPN;
@@ -35,6 +36,9 @@ const MAX_REQUEST_LINE: usize = 8 * 1024;
 /// The longest method token accepted. Registered methods are at most 17 bytes
 /// (`UPDATEREDIRECTREF`); the cap lets a long run of letters go opaque early.
 const MAX_METHOD: usize = 24;
+
+/// The most one read during detection takes.
+const READ_CHUNK: usize = 2048;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -115,14 +119,15 @@ async fn read_until_decided<S: AsyncRead + Unpin>(
             None if buf.len() >= MAX_PREFIX => return Ok(Protocol::Opaque),
             None => {}
         }
-        let mut chunk = [0u8; 2048];
-        let want = chunk.len().min(MAX_PREFIX - buf.len());
-        let n = io.read(&mut chunk[..want]).await?;
+        // Straight into the buffer: a chunk on the stack would live in every
+        // connection's future, for as long as the connection.
+        let want = READ_CHUNK.min(MAX_PREFIX - buf.len());
+        buf.reserve(want);
+        let n = io.read_buf(&mut (&mut *buf).limit(want)).await?;
         if n == 0 {
             // The client closed before we could decide: whatever it sent is opaque.
             return Ok(Protocol::Opaque);
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

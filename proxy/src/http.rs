@@ -256,7 +256,7 @@ where
                 // An app keeps its connections open between requests as long as it
                 // likes, as it would without a proxy.
                 .header_read_timeout(None)
-                .serve_connection(io, service)
+                .serve_connection(io, BoxFutures(service))
                 .with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
@@ -265,21 +265,47 @@ where
             }
             conn.await
         }
+        // Boxed: an HTTP/2 server connection's state is three times an HTTP/1.1 one's,
+        // and the connection's task would be sized for it whichever it serves.
         pool::Version::Http2 => {
-            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .initial_stream_window_size(STREAM_WINDOW)
-                .initial_connection_window_size(CONNECTION_WINDOW)
-                .max_frame_size(MAX_FRAME)
-                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-                .serve_connection(io, service);
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => return result,
-                () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
-            }
-            conn.await
+            Box::pin(async move {
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .initial_stream_window_size(STREAM_WINDOW)
+                    .initial_connection_window_size(CONNECTION_WINDOW)
+                    .max_frame_size(MAX_FRAME)
+                    .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+                    .serve_connection(io, service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    result = conn.as_mut() => return result,
+                    () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+                }
+                conn.await
+            })
+            .await
         }
+    }
+}
+
+/// An HTTP/1.1 service whose request futures live on the heap while they run.
+///
+/// hyper keeps a slot for the request future on every HTTP/1.1 connection for as
+/// long as the connection lives, sized for the future: several KiB held by each idle
+/// keep-alive connection. Boxed, the slot is a pointer and the future's memory is
+/// only taken while a request is in flight.
+struct BoxFutures<S>(S);
+
+impl<S, R> hyper::service::Service<R> for BoxFutures<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<S::Future>>;
+
+    fn call(&self, request: R) -> Self::Future {
+        Box::pin(self.0.call(request))
     }
 }
 

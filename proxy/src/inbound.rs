@@ -116,13 +116,19 @@ impl Inbound {
             },
         );
         if detection.protocol == Protocol::MeshTls {
-            let (tls, client_id) = match self.tls.accept(io).await {
-                Ok(accepted) => accepted,
-                Err(e) => return (true, Err(e)),
-            };
-            tracing::info!(client_id = %client_id, "mTLS accepted");
-            tally.open(true, client_id.to_string(), String::new());
-            return (true, self.decrypted(tls, dst, client_id, mesh_port).await);
+            // Boxed: a mesh connection's state (TLS, the HTTP/2 server) is several
+            // times a plaintext one's, and every inbound connection's task would
+            // otherwise be sized for it.
+            return Box::pin(async move {
+                let (tls, client_id) = match self.tls.accept(io).await {
+                    Ok(accepted) => accepted,
+                    Err(e) => return (true, Err(e)),
+                };
+                tracing::info!(client_id = %client_id, "mTLS accepted");
+                tally.open(true, client_id.to_string(), String::new());
+                (true, self.decrypted(tls, dst, client_id, mesh_port).await)
+            })
+            .await;
         }
         if self.require_mtls {
             return (false, Err(ConnError::PlaintextRefused));

@@ -81,7 +81,9 @@ impl Outbound {
             || matches!(&destination, Destination::Service(s) if s.is_opaque());
         if let Some(reason) = self.opaque_memory.skip_detection(opaque_port, dst.0) {
             self.metrics.detected(Direction::Outbound, reason);
-            return self.opaque(app, &destination, dst, tally).await;
+            // The relay is boxed where it starts (here and below), so that an HTTP
+            // connection's task does not carry its state.
+            return Box::pin(self.opaque(app, &destination, dst, tally)).await;
         }
 
         let (detection, io) = match detect::detect(app, self.detect_timeout).await {
@@ -109,7 +111,7 @@ impl Outbound {
             Protocol::Http1 => Version::Http1,
             Protocol::Http2 => Version::Http2,
             Protocol::MeshTls | Protocol::Tls | Protocol::Opaque => {
-                return self.opaque(io, &destination, dst, tally).await;
+                return Box::pin(self.opaque(io, &destination, dst, tally)).await;
             }
         };
         tally.open(false, String::new(), String::new());
