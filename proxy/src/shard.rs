@@ -165,6 +165,40 @@ impl Board {
         }
         best
     }
+
+    /// Counts a connection accepted by shard `me` on the shard with the fewest open,
+    /// and hands it over when that is another: the stream back if `me` keeps it.
+    fn place(
+        &self,
+        me: usize,
+        direction: Direction,
+        stream: TcpStream,
+        client: SocketAddr,
+    ) -> Option<TcpStream> {
+        let target = self.least_loaded(me);
+        // Counted at once, so that the next accept, here or on another shard, sees it.
+        self.open[target].fetch_add(1, Ordering::Relaxed);
+        if target == me {
+            return Some(stream);
+        }
+        let handed = stream
+            .into_std()
+            .map_err(|error| error.to_string())
+            .and_then(|stream| {
+                self.inboxes[target]
+                    .send(Handoff {
+                        direction,
+                        stream,
+                        client,
+                    })
+                    .map_err(|_| "the shard has stopped".to_string())
+            });
+        if let Err(error) = handed {
+            self.open[target].fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(%error, "cannot hand a connection to another shard");
+        }
+        None
+    }
 }
 
 /// A connection on its way to another shard, out of the accepting shard's event
@@ -260,28 +294,8 @@ impl Shard {
 
     /// Serves a connection here, or hands it to the shard with fewer open.
     fn dispatch(&self, direction: Direction, stream: TcpStream, client: SocketAddr) {
-        let target = self.board.least_loaded(self.index);
-        // Counted at once, so that the next accept, here or on another shard, sees it.
-        self.board.open[target].fetch_add(1, Ordering::Relaxed);
-        if target == self.index {
+        if let Some(stream) = self.board.place(self.index, direction, stream, client) {
             self.serve(direction, stream, client);
-            return;
-        }
-        let handed = stream
-            .into_std()
-            .map_err(|error| error.to_string())
-            .and_then(|stream| {
-                self.board.inboxes[target]
-                    .send(Handoff {
-                        direction,
-                        stream,
-                        client,
-                    })
-                    .map_err(|_| "the shard has stopped".to_string())
-            });
-        if let Err(error) = handed {
-            self.board.open[target].fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!(%error, "cannot hand a connection to another shard");
         }
     }
 
@@ -348,12 +362,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_connection_goes_to_the_shard_with_the_fewest_open() {
-        assert_eq!(board(&[3, 1, 2]).least_loaded(0), 1);
-        assert_eq!(board(&[3, 1, 0]).least_loaded(1), 2);
-    }
-
     /// The size of what `f` returns, from its type alone.
     fn returned_size<A, B, C, D, T>(_f: impl FnOnce(A, B, C, D) -> T) -> usize {
         std::mem::size_of::<T>()
@@ -379,9 +387,91 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_goes_to_the_shard_with_the_fewest_open() {
+        assert_eq!(board(&[3, 1, 2]).least_loaded(0), 1);
+        assert_eq!(board(&[3, 1, 0]).least_loaded(1), 2);
+    }
+
+    #[test]
     fn the_accepting_shard_keeps_a_connection_on_a_tie() {
         assert_eq!(board(&[1, 1, 1]).least_loaded(2), 2);
         assert_eq!(board(&[0, 0]).least_loaded(1), 1);
         assert_eq!(board(&[2]).least_loaded(0), 0);
+    }
+
+    fn counts(board: &Board) -> Vec<usize> {
+        board
+            .open
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// A real connection accepted on a busy shard reaches the idle one's inbox still
+    /// open and unread, and is counted there, not where it was accepted.
+    #[tokio::test]
+    async fn a_connection_accepted_on_a_busy_shard_is_handed_to_an_idle_one() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (tx0, _rx0) = mpsc::unbounded_channel();
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let board = Board {
+            open: [5, 0].into_iter().map(AtomicUsize::new).collect(),
+            inboxes: vec![tx0, tx1].into(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (accepted, peer) = listener.accept().await.expect("accept");
+        client.write_all(b"first bytes").await.expect("write");
+
+        let kept = board.place(0, Direction::Outbound, accepted, peer);
+        assert!(kept.is_none(), "the busy shard kept the connection");
+        assert_eq!(counts(&board), [5, 1]);
+        let handoff = rx1
+            .try_recv()
+            .expect("a hand-off in the idle shard's inbox");
+        assert_eq!(handoff.client, peer);
+        assert_eq!(handoff.direction, Direction::Outbound);
+
+        // The receiving shard takes it into its own event loop, as `run` does, and
+        // reads what the client sent before the hand-over.
+        let mut stream = TcpStream::from_std(handoff.stream).expect("register");
+        let mut got = [0u8; 11];
+        stream.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"first bytes");
+        stream.write_all(b"ok").await.expect("answer");
+        let mut answer = [0u8; 2];
+        client.read_exact(&mut answer).await.expect("client read");
+        assert_eq!(&answer, b"ok");
+
+        // Shard 1, still the least loaded, keeps what it accepts itself.
+        let _client2 = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (accepted, peer) = listener.accept().await.expect("accept");
+        assert!(board.place(1, Direction::Inbound, accepted, peer).is_some());
+        assert_eq!(counts(&board), [5, 2]);
+        assert!(rx1.try_recv().is_err(), "nothing handed on a keep");
+    }
+
+    /// A hand-off to a shard that has stopped is not counted against it.
+    #[tokio::test]
+    async fn a_hand_off_to_a_stopped_shard_is_not_counted() {
+        let (tx0, _rx0) = mpsc::unbounded_channel();
+        let (tx1, rx1) = mpsc::unbounded_channel::<Handoff>();
+        drop(rx1);
+        let board = Board {
+            open: [3, 0].into_iter().map(AtomicUsize::new).collect(),
+            inboxes: vec![tx0, tx1].into(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (accepted, peer) = listener.accept().await.expect("accept");
+        assert!(
+            board
+                .place(0, Direction::Outbound, accepted, peer)
+                .is_none()
+        );
+        assert_eq!(counts(&board), [3, 0]);
     }
 }
