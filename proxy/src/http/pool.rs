@@ -47,6 +47,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// An HTTP/1.1 client connection's settings: it reads ahead at most
+/// [`super::MAX_BUF`], as the app's connections to the proxy do.
+pub(super) fn h1_client() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder.max_buf_size(super::MAX_BUF);
+    builder
+}
+
 fn h2_client() -> http2::Builder<TokioExecutor> {
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
@@ -149,14 +157,12 @@ impl<K: std::hash::Hash + Eq + Clone> Slots<K> {
     }
 }
 
-/// Handshakes HTTP/1.1 over `io` (reading ahead at most [`crate::http::MAX_BUF`]) and
-/// drives the connection on its own task.
+/// Handshakes HTTP/1.1 over `io` and drives the connection on its own task.
 async fn h1_handshake<I>(io: I, peer: String) -> Result<http1::SendRequest<Body>, Failure>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = http1::Builder::new()
-        .max_buf_size(super::MAX_BUF)
+    let (sender, conn) = h1_client()
         .handshake(TokioIo::new(io))
         .await
         .map_err(|e| Failure::Connect(format!("{peer}: {e}")))?;

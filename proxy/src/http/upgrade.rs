@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::errors::Failure;
-use super::{Body, boxed, deadline, strip_hop_by_hop};
+use super::{Body, boxed, deadline, pool, strip_hop_by_hop};
 
 /// Sends the upgrade request `request` over `io`; if the server switches protocols
 /// within `timeout` (of the request's end), answers the caller with its `101` and
@@ -32,7 +31,7 @@ where
 {
     let client_side = hyper::upgrade::on(&mut request);
     let (request, mut sent) = deadline::watch(request);
-    let (mut sender, conn) = http1::Builder::new()
+    let (mut sender, conn) = pool::h1_client()
         .handshake(TokioIo::new(io))
         .await
         .map_err(|e| Failure::Connect(format!("upgrade handshake: {e}")))?;
