@@ -6,7 +6,7 @@
 
 use std::net::SocketAddrV4;
 
-use crate::{Mesh, MeshPod};
+use crate::{CurlRun, Mesh, MeshPod, curl_in};
 
 pub struct PodPair {
     // Declared in teardown order: the pods, then the mesh they live on.
@@ -45,5 +45,16 @@ impl PodPair {
     /// Port `port` of the server pod: where the client calls an app there.
     pub fn server_at(&self, port: u16) -> SocketAddrV4 {
         SocketAddrV4::new(self.server.ip, port)
+    }
+
+    /// curl in the client pod downloads `bytes` over HTTP/1.1 from the server pod's
+    /// [`HttpApp`](crate::HttpApp) on `port`, through both sidecars, and discards
+    /// them: curl's run, whose transfer says how it went.
+    pub fn download(&self, port: u16, bytes: u64) -> anyhow::Result<CurlRun> {
+        let url = format!("http://{}/download/{bytes}", self.server_at(port));
+        curl_in(
+            self.client.netns(),
+            &["--http1.1", "--output", "/dev/null", &url],
+        )
     }
 }

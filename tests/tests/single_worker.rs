@@ -6,7 +6,7 @@
 //! Which runtime runs is not visible from outside (tokio names its worker and its
 //! blocking threads alike), so the flag's parsing is tested in the proxy's own tests.
 
-use trellis_tests::{HttpApp, PodPair, curl_in, host_can_run_pods};
+use trellis_tests::{HttpApp, PodPair, host_can_run_pods};
 
 const APP_PORT: u16 = 7070;
 const CURL: (&str, &str) = ("curl", "curl");
@@ -19,11 +19,7 @@ fn sidecars_with_one_worker_each_carry_the_mesh_path() -> anyhow::Result<()> {
     }
     let pods = PodPair::start(&["--workers", "1"])?;
     let _app = HttpApp::start_in(pods.server.netns(), APP_PORT, "server")?;
-    let download = format!("http://{}/download/{BODY}", pods.server_at(APP_PORT));
-    let run = curl_in(
-        pods.client.netns(),
-        &["--http1.1", "--output", "/dev/null", &download],
-    )?;
+    let run = pods.download(APP_PORT, BODY)?;
     let transfer = run.transfer()?;
     // curl checks the body against its Content-Length: a short one is an error.
     assert_eq!(

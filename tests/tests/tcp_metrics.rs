@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use trellis_tests::{HttpApp, MeshPod, PodPair, curl_in, host_can_run_pods, wait_until};
+use trellis_tests::{HttpApp, MeshPod, PodPair, host_can_run_pods, wait_until};
 
 const APP_PORT: u16 = 7070;
 const CURL: (&str, &str) = ("curl", "curl");
@@ -30,11 +30,7 @@ fn every_connection_of_an_http_download_counts_open_close_and_bytes() -> anyhow:
     }
     let mut pods = PodPair::start(&[])?;
     let _app = HttpApp::start_in(pods.server.netns(), APP_PORT, "server")?;
-    let download = format!("http://{}/download/{BODY}", pods.server_at(APP_PORT));
-    let run = curl_in(
-        pods.client.netns(),
-        &["--http1.1", "--output", "/dev/null", &download],
-    )?;
+    let run = pods.download(APP_PORT, BODY)?;
     anyhow::ensure!(
         run.transfer()?.status == 200,
         "curl: {}\n{}",
