@@ -185,7 +185,6 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    one_malloc_arena();
     let args = Args::parse();
     init_logging(&args.log_format);
     let config = match args.into_config() {
@@ -240,20 +239,6 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         () = shutdown.cancelled() => {}
     }
     shutdown.cancel();
-}
-
-/// glibc gives each thread that allocates its own arena, and a proxy moving bodies
-/// leaves free memory scattered over all of them: with one arena, peak RSS moving
-/// 1 MiB bodies through two hops measured 17.9–18.9 MB against 22.2–23.7 MB in
-/// alternating runs. Whether the shared arena costs CPU at the knee is open: a later
-/// A/B on a noisy machine leaned that way within its noise (BENCHMARKS.md).
-fn one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; it is called before any other
-    // thread exists, and a refusal (return 0) leaves glibc's default in force.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
 }
 
 fn init_logging(format: &str) {
