@@ -78,9 +78,12 @@ async fn requests_racing_the_apps_close_of_an_idle_connection_get_through() {
     let pool = pool();
     let mut failed = Vec::new();
     for i in 0..RACES {
-        send(&pool, addr).await.unwrap();
+        finishes(format!("race {i}: the first request"), send(&pool, addr))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_micros(19_000 + (i % 40) * 50)).await;
-        if let Err(failure) = send(&pool, addr).await {
+        let racing = finishes(format!("race {i}: the racing request"), send(&pool, addr));
+        if let Err(failure) = racing.await {
             failed.push(failure.to_string());
         }
     }
@@ -94,6 +97,17 @@ async fn requests_racing_the_apps_close_of_an_idle_connection_get_through() {
 /// Requests sent as the app closes their connection, in the test above: enough that
 /// many meet the close.
 const RACES: u64 = 150;
+
+/// Awaits `step`, which must finish: a request that never ends (one CI run of
+/// 2026-12-03 stalled in the test above, all threads parked) fails the test naming
+/// the step, instead of stalling the whole run. Not a bound on speed: a step takes
+/// milliseconds.
+async fn finishes<T>(what: String, step: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(30), step).await {
+        Ok(done) => done,
+        Err(_) => panic!("{what} never finished"),
+    }
+}
 
 #[tokio::test]
 async fn a_request_after_the_app_closed_an_idle_connection_gets_through() {
