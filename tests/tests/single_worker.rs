@@ -3,8 +3,8 @@
 //! (`block_in_place`, a task that blocks its thread) hangs or panics: both sidecars
 //! run that way and carry a 1 MiB download through the mesh.
 //!
-//! Which runtime runs is not visible from outside (tokio names its worker and its
-//! blocking threads alike), so the flag's parsing is tested in the proxy's own tests.
+//! With one worker the proxy serves every connection on its main thread and starts no
+//! `trellis-shard-N` thread; the flag's parsing is tested in the proxy's own tests.
 
 use trellis_tests::{HttpApp, PodPair, host_can_run_pods};
 
