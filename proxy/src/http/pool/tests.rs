@@ -43,8 +43,15 @@ async fn closes_idle_connections(idle: Duration) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         for n in 0u32.. {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                return;
+            let mut conn = match listener.accept().await {
+                Ok((conn, _)) => conn,
+                // Said and survived: an app that stopped accepting would leave the
+                // pool's next connection waiting for ever in the listen queue.
+                Err(error) => {
+                    eprintln!("the test app could not accept: {error}");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
             };
             tokio::spawn(async move {
                 while let Ok(true) = tokio::time::timeout(idle, read_head(&mut conn)).await {
