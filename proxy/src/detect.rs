@@ -91,7 +91,8 @@ pub async fn detect<S: AsyncRead + Unpin>(
     timeout: Duration,
 ) -> io::Result<(Detection, Prefixed<S>)> {
     // Owned out here so that the bytes read before a timeout survive the read future.
-    let mut buf = Vec::with_capacity(1024);
+    // One read's worth, so that the first read (usually the only one) does not grow it.
+    let mut buf = Vec::with_capacity(READ_CHUNK);
     let detection = match tokio::time::timeout(timeout, read_until_decided(&mut io, &mut buf)).await
     {
         Ok(Ok(protocol)) => Detection {
