@@ -166,11 +166,7 @@ where
         .handshake(TokioIo::new(io))
         .await
         .map_err(|e| Failure::Connect(format!("{peer}: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(error) = conn.await {
-            tracing::debug!(%peer, %error, "HTTP/1.1 connection ended");
-        }
-    });
+    drive(conn, peer, "HTTP/1.1");
     Ok(sender)
 }
 
@@ -183,12 +179,21 @@ where
         .handshake(TokioIo::new(io))
         .await
         .map_err(|e| Failure::Connect(format!("{peer}: HTTP/2 handshake: {e}")))?;
+    drive(conn, peer, "HTTP/2");
+    Ok(sender)
+}
+
+/// Runs a client connection on a task of its own until it ends; its senders see the
+/// end, so an error is only worth a debug line.
+fn drive<C>(conn: C, peer: String, protocol: &'static str)
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(error) = conn.await {
-            tracing::debug!(%peer, %error, "HTTP/2 connection ended");
+            tracing::debug!(%peer, %error, "{protocol} connection ended");
         }
     });
-    Ok(sender)
 }
 
 /// The mesh connections of this proxy, one per peer pod.
