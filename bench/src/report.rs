@@ -17,7 +17,7 @@ pub use svg::charts;
 use crate::Error;
 use crate::load::{self, LoadReport, Percentiles};
 use crate::plan::{Load, Plan, Workload};
-use crate::resources::Machine;
+use crate::resources::{Machine, MachineCpu};
 use crate::scenario::ScenarioKind;
 
 /// Everything one run measured, as written to `results.json`.
@@ -94,6 +94,9 @@ pub struct Run {
     /// connection (one per request). `None` outside the Trellis scenarios.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mesh_handshakes: Option<u64>,
+    /// What the whole machine spent during the repeat (`/proc/stat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineCpu>,
 }
 
 /// A proxy (with its child processes) over one repeat.
@@ -101,6 +104,10 @@ pub struct Run {
 pub struct ProxyUsage {
     pub name: String,
     pub cpu_seconds: f64,
+    /// The part of `cpu_seconds` in the proxy's own code; the rest is the kernel
+    /// working for it (system calls, and the network stack they run).
+    #[serde(default)]
+    pub user_seconds: f64,
     pub rss_mb: f64,
     /// Peak resident memory during this repeat (`VmHWM` after a reset).
     pub hwm_mb: f64,
@@ -114,6 +121,12 @@ impl Run {
         }
         let cpu: f64 = self.proxies.iter().map(|p| p.cpu_seconds).sum();
         Some(cpu * 1e6 / self.load.requests as f64 / hops as f64)
+    }
+
+    /// The whole machine's busy CPU per successful request.
+    pub fn machine_cpu_us_per_request(&self) -> Option<f64> {
+        let machine = self.machine?;
+        (self.load.requests > 0).then(|| machine.busy_seconds * 1e6 / self.load.requests as f64)
     }
 
     /// The largest single proxy's peak memory.
@@ -171,6 +184,24 @@ pub struct Summary {
     /// Failed requests over all repeats, the dropped one included.
     pub errors: u64,
     pub generator_cpu_us_per_request: f64,
+    /// Where the CPU went, when the repeats read the machine's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineSummary>,
+}
+
+/// The whole machine over a cell's kept repeats: what bounds a scenario that keeps
+/// every core busy, and whether a neighbour on the host took time from it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct MachineSummary {
+    /// Busy CPU of every process and the kernel, per successful request.
+    pub cpu_us_per_request: Stat,
+    /// Busy share of all the cores' time, %.
+    pub busy_pct: Stat,
+    /// Share of all the cores' time the hypervisor took away, %.
+    pub steal_pct: Stat,
+    /// The proxies' CPU spent in their own code, % of their CPU; the rest is the
+    /// kernel working for them. `None` without proxies.
+    pub proxy_user_pct: Option<f64>,
 }
 
 /// Reduces the repeats of one cell. Histograms are pooled and then removed from the
@@ -215,6 +246,7 @@ pub fn summarize(runs: &mut [Run], hops: u32, load: Load, drop_worst: bool) -> S
         requests: kept.iter().map(|run| run.load.requests).sum(),
         errors: runs.iter().map(|run| run.load.errors).sum(),
         generator_cpu_us_per_request: stat(&|run| run.load.generator_cpu_us_per_request).mean,
+        machine: machine_summary(&kept),
     };
     for run in runs.iter_mut() {
         run.load.histogram = None;
@@ -230,6 +262,30 @@ fn handshakes_per_request(kept: &[&Run]) -> Option<f64> {
         .sum::<Option<u64>>()?;
     let requests: u64 = kept.iter().map(|run| run.load.requests).sum();
     (requests > 0).then(|| handshakes as f64 / requests as f64)
+}
+
+/// The machine's figures, when every kept repeat read them.
+fn machine_summary(kept: &[&Run]) -> Option<MachineSummary> {
+    let per_run: Vec<(f64, (f64, f64))> = kept
+        .iter()
+        .map(|run| Some((run.machine_cpu_us_per_request()?, run.machine?.shares()?)))
+        .collect::<Option<_>>()?;
+    if per_run.is_empty() {
+        return None;
+    }
+    let of = |pick: fn(&(f64, (f64, f64))) -> f64| {
+        Stat::of(&per_run.iter().map(pick).collect::<Vec<_>>())
+    };
+    let proxies = kept.iter().flat_map(|run| &run.proxies);
+    let (user, cpu) = proxies.fold((0.0, 0.0), |(user, cpu), p| {
+        (user + p.user_seconds, cpu + p.cpu_seconds)
+    });
+    Some(MachineSummary {
+        cpu_us_per_request: of(|r| r.0),
+        busy_pct: of(|r| r.1.0),
+        steal_pct: of(|r| r.1.1),
+        proxy_user_pct: (cpu > 0.0).then(|| 100.0 * user / cpu),
+    })
 }
 
 /// The worst repeat: the slowest tail at a fixed rate, the lowest rate at the knee.
@@ -310,10 +366,12 @@ mod tests {
             proxies: vec![ProxyUsage {
                 name: "p".into(),
                 cpu_seconds,
+                user_seconds: cpu_seconds / 4.0,
                 rss_mb: 10.0,
                 hwm_mb: 12.0,
             }],
             mesh_handshakes: None,
+            machine: None,
         }
     }
 
@@ -370,6 +428,34 @@ mod tests {
         assert_eq!(
             summary.mesh_handshakes_per_request, None,
             "one was not counted"
+        );
+    }
+
+    #[test]
+    fn the_machine_figures_cover_the_kept_repeats_when_all_read_them() {
+        let measured = |busy_seconds, steal_seconds| Run {
+            machine: Some(MachineCpu {
+                busy_seconds,
+                idle_seconds: 2.0 - busy_seconds - steal_seconds,
+                steal_seconds,
+            }),
+            ..run(100.0, 1.0, 0.01)
+        };
+        let mut runs = vec![measured(1.0, 0.0), measured(1.5, 0.5)];
+        let machine = summarize(&mut runs, 1, Load::Rate(100), false)
+            .machine
+            .expect("every repeat read the machine");
+        // 1 s and 1.5 s of busy CPU over 1,000 requests; of 2 s of cores' time.
+        assert!((machine.cpu_us_per_request.mean - 1_250.0).abs() < 1e-6);
+        assert!((machine.busy_pct.mean - 62.5).abs() < 1e-9);
+        assert!((machine.steal_pct.mean - 12.5).abs() < 1e-9);
+        assert_eq!(machine.proxy_user_pct, Some(25.0));
+        let mut runs = vec![measured(1.0, 0.0), run(100.0, 1.0, 0.01)];
+        assert!(
+            summarize(&mut runs, 1, Load::Rate(100), false)
+                .machine
+                .is_none(),
+            "one repeat did not read it"
         );
     }
 

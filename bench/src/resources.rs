@@ -2,6 +2,8 @@
 //! `/proc/PID/stat`) and resident memory, current (`VmRSS`) and peak (`VmHWM`, from
 //! `/proc/PID/status`). The harness samples each proxy before and after a run, and
 //! resets the peak in between (`/proc/PID/clear_refs`), so every run reports its own.
+//! Around each run it also reads what the whole machine spent (`/proc/stat`): every
+//! process and the kernel on every core, and the time the hypervisor took away.
 
 use std::path::PathBuf;
 
@@ -14,6 +16,8 @@ use crate::Error;
 pub struct Usage {
     /// User + system CPU time since the process started.
     pub cpu_seconds: f64,
+    /// The part of it spent in the process's own code rather than in the kernel.
+    pub user_seconds: f64,
     pub rss_bytes: u64,
     /// Peak resident memory since start or since the last [`reset_peak`].
     pub hwm_bytes: u64,
@@ -22,8 +26,10 @@ pub struct Usage {
 /// Reads the CPU time and memory of process `pid`.
 pub fn usage(pid: u32) -> Result<Usage, Error> {
     let (rss_bytes, hwm_bytes) = memory(pid)?;
+    let cpu = cpu_times(&format!("/proc/{pid}/stat"))?;
     Ok(Usage {
-        cpu_seconds: cpu_seconds(&format!("/proc/{pid}/stat"))?,
+        cpu_seconds: cpu.user + cpu.system,
+        user_seconds: cpu.user,
         rss_bytes,
         hwm_bytes,
     })
@@ -31,17 +37,24 @@ pub fn usage(pid: u32) -> Result<Usage, Error> {
 
 /// This process's CPU time, all threads included.
 pub fn self_cpu_seconds() -> Result<f64, Error> {
-    cpu_seconds("/proc/self/stat")
+    cpu_times("/proc/self/stat").map(|cpu| cpu.user + cpu.system)
 }
 
 /// The calling thread's CPU time.
 pub fn thread_cpu_seconds() -> Result<f64, Error> {
-    cpu_seconds("/proc/thread-self/stat")
+    cpu_times("/proc/thread-self/stat").map(|cpu| cpu.user + cpu.system)
 }
 
-fn cpu_seconds(path: &str) -> Result<f64, Error> {
+/// A process's CPU time in seconds, in its own code and in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CpuTimes {
+    user: f64,
+    system: f64,
+}
+
+fn cpu_times(path: &str) -> Result<CpuTimes, Error> {
     let stat = read(path)?;
-    parse_cpu_seconds(&stat, clock_ticks()).ok_or_else(|| Error::ProcFormat {
+    parse_cpu_times(&stat, clock_ticks()).ok_or_else(|| Error::ProcFormat {
         path: path.into(),
         field: "utime/stime",
     })
@@ -49,12 +62,75 @@ fn cpu_seconds(path: &str) -> Result<f64, Error> {
 
 /// utime and stime are fields 14 and 15, counted after the `(comm)` field, whose
 /// name may itself contain spaces and parentheses: hence the split at the last `)`.
-fn parse_cpu_seconds(stat: &str, ticks_per_second: f64) -> Option<f64> {
+fn parse_cpu_times(stat: &str, ticks_per_second: f64) -> Option<CpuTimes> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     let mut fields = after_comm.split_whitespace().skip(11);
     let utime: f64 = fields.next()?.parse().ok()?;
     let stime: f64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) / ticks_per_second)
+    Some(CpuTimes {
+        user: utime / ticks_per_second,
+        system: stime / ticks_per_second,
+    })
+}
+
+/// The whole machine's CPU time since boot, summed over its cores, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct MachineCpu {
+    /// Running anything: processes in their own code or in the kernel, interrupts.
+    pub busy_seconds: f64,
+    /// Nothing to run (idle and waiting for I/O).
+    pub idle_seconds: f64,
+    /// Taken by the hypervisor for other guests while this one had work to run.
+    pub steal_seconds: f64,
+}
+
+impl MachineCpu {
+    /// What was spent between `earlier` and this reading.
+    pub fn since(&self, earlier: &MachineCpu) -> MachineCpu {
+        MachineCpu {
+            busy_seconds: (self.busy_seconds - earlier.busy_seconds).max(0.0),
+            idle_seconds: (self.idle_seconds - earlier.idle_seconds).max(0.0),
+            steal_seconds: (self.steal_seconds - earlier.steal_seconds).max(0.0),
+        }
+    }
+
+    /// Busy and stolen time as shares (%) of all the cores' time.
+    pub fn shares(&self) -> Option<(f64, f64)> {
+        let total = self.busy_seconds + self.idle_seconds + self.steal_seconds;
+        (total > 0.0).then(|| {
+            (
+                100.0 * self.busy_seconds / total,
+                100.0 * self.steal_seconds / total,
+            )
+        })
+    }
+}
+
+/// Reads the machine's CPU time from `/proc/stat`.
+pub fn machine_cpu() -> Result<MachineCpu, Error> {
+    let path = "/proc/stat";
+    parse_machine_cpu(&read(path)?, clock_ticks()).ok_or_else(|| Error::ProcFormat {
+        path: path.into(),
+        field: "cpu",
+    })
+}
+
+/// The first line sums every core: `cpu user nice system idle iowait irq softirq
+/// steal guest guest_nice`, in clock ticks. Guest time is already inside user.
+fn parse_machine_cpu(stat: &str, ticks_per_second: f64) -> Option<MachineCpu> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let field = |index: usize| ticks.get(index).copied();
+    let busy = field(0)? + field(1)? + field(2)? + field(5)? + field(6)?;
+    Some(MachineCpu {
+        busy_seconds: busy / ticks_per_second,
+        idle_seconds: (field(3)? + field(4)?) / ticks_per_second,
+        steal_seconds: field(7)? / ticks_per_second,
+    })
 }
 
 fn clock_ticks() -> f64 {
@@ -132,7 +208,38 @@ mod tests {
     #[test]
     fn cpu_time_is_read_past_a_command_name_with_spaces_and_parens() {
         let stat = "4242 (evil) name) S 1 4242 4242 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 1 0";
-        assert_eq!(parse_cpu_seconds(stat, 100.0), Some(3.0));
+        assert_eq!(
+            parse_cpu_times(stat, 100.0),
+            Some(CpuTimes {
+                user: 2.5,
+                system: 0.5
+            })
+        );
+    }
+
+    #[test]
+    fn the_machine_line_splits_into_busy_idle_and_stolen_time() {
+        let stat = "cpu  100 20 30 400 50 6 4 40 7 0\ncpu0 50 10 15 200 25 3 2 20 7 0\nintr 1\n";
+        let cpu = parse_machine_cpu(stat, 10.0).expect("a cpu line");
+        // user + nice + system + irq + softirq; idle + iowait; steal. Guest (7) is
+        // inside user already.
+        assert_eq!(
+            cpu,
+            MachineCpu {
+                busy_seconds: 16.0,
+                idle_seconds: 45.0,
+                steal_seconds: 4.0
+            }
+        );
+        let later = MachineCpu {
+            busy_seconds: 17.5,
+            idle_seconds: 45.0,
+            steal_seconds: 4.5,
+        };
+        let spent = later.since(&cpu);
+        assert_eq!(spent.shares(), Some((75.0, 25.0)));
+        assert_eq!(MachineCpu::default().shares(), None, "no time, no share");
+        assert_eq!(parse_machine_cpu("cpu  1 2 3\n", 10.0), None, "too short");
     }
 
     #[test]
@@ -147,6 +254,9 @@ mod tests {
     fn this_process_can_be_measured() {
         let usage = usage(std::process::id()).expect("own /proc entry");
         assert!(usage.rss_bytes > 0 && usage.hwm_bytes >= usage.rss_bytes);
+        assert!(usage.user_seconds <= usage.cpu_seconds);
         assert!(self_cpu_seconds().expect("own stat") >= 0.0);
+        let machine = machine_cpu().expect("/proc/stat");
+        assert!(machine.busy_seconds > 0.0 && machine.shares().is_some());
     }
 }

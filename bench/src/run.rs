@@ -167,7 +167,12 @@ fn measure(
         }
         let before = usages(stand);
         let handshakes_before = stand.mesh_handshakes();
+        let machine_before = resources::machine_cpu().ok();
         let report = generate(options, topology, stand, workload, load, plan.duration)?;
+        let machine = resources::machine_cpu()
+            .ok()
+            .zip(machine_before)
+            .map(|(after, before)| after.since(&before));
         let after = usages(stand);
         let mesh_handshakes = match (handshakes_before, stand.mesh_handshakes()) {
             (Some(before), Some(after)) => Some(after.saturating_sub(before)),
@@ -179,6 +184,7 @@ fn measure(
             .map(|((name, before), (_, after))| ProxyUsage {
                 name: name.clone(),
                 cpu_seconds: (after.cpu_seconds - before.cpu_seconds).max(0.0),
+                user_seconds: (after.user_seconds - before.user_seconds).max(0.0),
                 rss_mb: after.rss_bytes as f64 / 1e6,
                 hwm_mb: after.hwm_bytes as f64 / 1e6,
             })
@@ -187,6 +193,7 @@ fn measure(
             load: report,
             proxies,
             mesh_handshakes,
+            machine,
         });
     }
     let summary = report::summarize(&mut runs, stand.kind.hops(), load, plan.drops_worst());
@@ -349,6 +356,7 @@ fn usages(stand: &Stand) -> Vec<(String, Usage)> {
                 .filter_map(|member| resources::usage(member).ok())
                 .fold(Usage::default(), |sum, u| Usage {
                     cpu_seconds: sum.cpu_seconds + u.cpu_seconds,
+                    user_seconds: sum.user_seconds + u.user_seconds,
                     rss_bytes: sum.rss_bytes + u.rss_bytes,
                     hwm_bytes: sum.hwm_bytes + u.hwm_bytes,
                 });
@@ -392,8 +400,15 @@ fn progress_line(kind: ScenarioKind, cell: &Cell) -> String {
     let handshakes = s
         .mesh_handshakes_per_request
         .map_or(String::new(), |h| format!(", {h:.2} mTLS handshakes/req"));
+    // A busy neighbour on the host shows as stolen time: say so while it happens.
+    let machine = s.machine.map_or(String::new(), |m| {
+        format!(
+            ", machine busy {:.0} % (steal {:.0} %)",
+            m.busy_pct.mean, m.steal_pct.mean
+        )
+    });
     format!(
-        "{head}  {:>8.0} req/s  p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3} ms{cpu}{rss}{handshakes}, {} errors",
+        "{head}  {:>8.0} req/s  p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3} ms{cpu}{rss}{handshakes}{machine}, {} errors",
         s.rate.mean, p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms, s.errors
     )
 }

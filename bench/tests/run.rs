@@ -42,7 +42,8 @@ fn quick_run(scenarios: &[&str], extra: &[&str], out: &Path) -> Results {
         String::from_utf8_lossy(&output.stderr)
     );
     let json = std::fs::read_to_string(out.join("results.json")).expect("results.json written");
-    assert!(out.join("results.md").is_file() && out.join("knee.svg").is_file());
+    let markdown = std::fs::read_to_string(out.join("results.md")).expect("results.md written");
+    assert!(markdown.contains("## Where the CPU went") && out.join("knee.svg").is_file());
     serde_json::from_str(&json).expect("results.json parses")
 }
 
@@ -75,6 +76,20 @@ fn assert_complete(results: &Results, expected: &[&str]) {
                     0,
                     "{name}: errors in {workload:?} at {load:?}"
                 );
+                if let Some(summary) = &cell.summary {
+                    let machine = summary
+                        .machine
+                        .unwrap_or_else(|| panic!("{name}: no machine CPU at {load:?}"));
+                    assert!(
+                        machine.cpu_us_per_request.mean > 0.0 && machine.busy_pct.mean > 0.0,
+                        "{name}: a run that sent requests kept no core busy: {machine:?}"
+                    );
+                    // A proxy's CPU comes in clock ticks: a quick low-rate run may
+                    // not cost one, so only its absence without proxies is certain.
+                    if scenario.hops == 0 {
+                        assert_eq!(machine.proxy_user_pct, None, "{name}: no proxy");
+                    }
+                }
             }
         }
     }

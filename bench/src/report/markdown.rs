@@ -1,7 +1,7 @@
 //! `results.md`: how the figures were made, the targets of issue 3 next to what was
 //! measured, then one table per workload (latency added over the baseline, proxy CPU
 //! per request per hop, proxy memory, the Trellis client sidecar's mTLS handshakes
-//! per request) and the idle-connection memory.
+//! per request), where the machine's CPU went, and the idle-connection memory.
 
 use std::fmt::Write;
 
@@ -112,6 +112,8 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
         out.push('\n');
     }
 
+    cpu_breakdown(&mut out, results);
+
     if plan.workloads.contains(&Workload::Idle) {
         let _ = writeln!(out, "## {}\n", Workload::Idle.title());
         let _ = writeln!(
@@ -151,6 +153,79 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
     out
 }
 
+/// The whole machine's CPU at each knee and at the targets' fixed rate, and who
+/// spent it: what limits a scenario that keeps every core busy.
+fn cpu_breakdown(out: &mut String, results: &Results) {
+    let rate = target_rate(results);
+    let mut rows = Vec::new();
+    for workload in results.plan.workloads.iter().copied() {
+        for load in results.plan.loads(workload) {
+            if load != Load::Max && !(workload == Workload::Http1 && load == rate) {
+                continue;
+            }
+            for scenario in results.scenarios.iter().filter(|s| s.skipped.is_none()) {
+                let Some(s) = scenario
+                    .cell(workload, load)
+                    .and_then(|c| c.summary.as_ref())
+                else {
+                    continue;
+                };
+                let Some(m) = s.machine else { continue };
+                let proxies = s.cpu_us_per_request_per_hop.map_or("–".into(), |c| {
+                    format!("{:.1}", c.mean * f64::from(scenario.hops))
+                });
+                rows.push(format!(
+                    "| {} | {} | {} | {:.0} | {} | {:.0} | {:.1} | {} | {} | {:.1} |",
+                    workload.name(),
+                    load.label(),
+                    scenario.kind.name(),
+                    s.rate.mean,
+                    stat(m.cpu_us_per_request, 1),
+                    m.busy_pct.mean,
+                    m.steal_pct.mean,
+                    proxies,
+                    m.proxy_user_pct.map_or("–".into(), |u| format!("{u:.0} %")),
+                    s.generator_cpu_us_per_request,
+                ));
+            }
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let cores = results.machine.cores;
+    let _ = writeln!(out, "## Where the CPU went\n");
+    let _ = writeln!(
+        out,
+        "The whole machine over each repeat (`/proc/stat`: every process and the kernel, \
+         on all {cores} cores), per successful request; busy and steal are shares of the \
+         cores' time, steal being what the hypervisor gave other guests. The proxies' \
+         column sums every hop, and splits into their own code and the kernel working \
+         for them (system calls and the network stack they drive). Where busy is near \
+         100 %, the machine is the limit: {cores} × 10⁶ / machine µs per request is the \
+         most it can carry, and the other columns say who spends it.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| workload | load | scenario | req/s | machine CPU µs/req | busy % | steal % | proxies CPU µs/req | proxies in their own code | load generator µs/req |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        let _ = writeln!(out, "{row}");
+    }
+    out.push('\n');
+}
+
+/// The busiest fixed rate this plan has, 2,000/s outside quick mode.
+fn target_rate(results: &Results) -> Load {
+    results
+        .plan
+        .loads(Workload::Http1)
+        .into_iter()
+        .rfind(|l| matches!(l, Load::Rate(r) if *r <= 2_000))
+        .unwrap_or(Load::Max)
+}
+
 fn targets(out: &mut String, results: &Results) {
     let find = |kind: ScenarioKind| {
         results
@@ -177,13 +252,7 @@ fn targets(out: &mut String, results: &Results) {
             _ => "not measured".into(),
         }
     };
-    // The busiest fixed rate this plan has, 2,000/s outside quick mode.
-    let rate = results
-        .plan
-        .loads(Workload::Http1)
-        .into_iter()
-        .rfind(|l| matches!(l, Load::Rate(r) if *r <= 2_000))
-        .unwrap_or(Load::Max);
+    let rate = target_rate(results);
     let cpu = |kind| {
         summary(kind, Workload::Http1, rate)
             .and_then(|s| s.cpu_us_per_request_per_hop)
