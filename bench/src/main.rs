@@ -108,6 +108,10 @@ struct RunArgs {
     /// next to this binary).
     #[arg(long, env = "TRELLIS_BENCH_TRELLIS_BIN")]
     trellis_bin: Option<PathBuf>,
+    /// Event-loop threads per Trellis sidecar (`trellis-proxy --workers`); by default
+    /// the proxy's own, one per CPU. The reference proxies run one thread each.
+    #[arg(long, env = "TRELLIS_BENCH_PROXY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    proxy_workers: Option<u16>,
     /// Run everything on loopback, even as root (skips the Trellis scenarios).
     #[arg(long, env = "TRELLIS_BENCH_LOOPBACK")]
     loopback: bool,
@@ -364,7 +368,11 @@ fn run_scenarios(args: RunArgs) -> anyhow::Result<()> {
     let options = RunOptions {
         plan,
         out: args.out,
-        programs: Programs { bench, trellis_dir },
+        programs: Programs {
+            bench,
+            trellis_dir,
+            trellis_workers: args.proxy_workers,
+        },
         install: !args.no_install,
         pods: !args.loopback,
         command: std::env::args().collect::<Vec<_>>().join(" "),

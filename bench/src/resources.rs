@@ -2,10 +2,12 @@
 //! `/proc/PID/stat`) and resident memory, current (`VmRSS`) and peak (`VmHWM`, from
 //! `/proc/PID/status`). The harness samples each proxy before and after a run, and
 //! resets the peak in between (`/proc/PID/clear_refs`), so every run reports its own.
-//! Around each run it also reads what the whole machine spent (`/proc/stat`): every
-//! process and the kernel on every core, and the time the hypervisor took away.
+//! Around each run it also reads what the whole machine spent (`/proc/stat` and the
+//! clock): every process and the kernel on every core, and the time the hypervisor
+//! took away.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +75,8 @@ fn parse_cpu_times(stat: &str, ticks_per_second: f64) -> Option<CpuTimes> {
     })
 }
 
-/// The whole machine's CPU time since boot, summed over its cores, in seconds.
+/// What the whole machine's cores spent over a stretch of time, in seconds summed
+/// over the cores.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct MachineCpu {
     /// Running anything: processes in their own code or in the kernel, interrupts.
@@ -85,15 +88,6 @@ pub struct MachineCpu {
 }
 
 impl MachineCpu {
-    /// What was spent between `earlier` and this reading.
-    pub fn since(&self, earlier: &MachineCpu) -> MachineCpu {
-        MachineCpu {
-            busy_seconds: (self.busy_seconds - earlier.busy_seconds).max(0.0),
-            idle_seconds: (self.idle_seconds - earlier.idle_seconds).max(0.0),
-            steal_seconds: (self.steal_seconds - earlier.steal_seconds).max(0.0),
-        }
-    }
-
     /// Busy and stolen time as shares (%) of all the cores' time.
     pub fn shares(&self) -> Option<(f64, f64)> {
         let total = self.busy_seconds + self.idle_seconds + self.steal_seconds;
@@ -106,18 +100,57 @@ impl MachineCpu {
     }
 }
 
-/// Reads the machine's CPU time from `/proc/stat`.
-pub fn machine_cpu() -> Result<MachineCpu, Error> {
+/// One reading of the machine's clocks. Busy time is what the cores' wall time leaves
+/// once idle and stolen time are taken out, because those two are the exact ones:
+/// with the tick stopped on idle cores (`NO_HZ_IDLE`), `/proc/stat` measures idle
+/// time with a clock, while user and system time are sampled by the tick, which a
+/// proxy woken for 20 µs every 500 µs mostly misses (a fixed 2,000 req/s read as
+/// 0–40 % busy from one run to the next).
+#[derive(Debug, Clone, Copy)]
+pub struct MachineClock {
+    at: Instant,
+    cores: usize,
+    idle_seconds: f64,
+    steal_seconds: f64,
+}
+
+impl MachineClock {
+    /// What the cores spent between `earlier` and this reading.
+    pub fn since(&self, earlier: &MachineClock) -> MachineCpu {
+        let wall = self.at.saturating_duration_since(earlier.at).as_secs_f64() * self.cores as f64;
+        let idle_seconds = (self.idle_seconds - earlier.idle_seconds).clamp(0.0, wall);
+        let steal_seconds =
+            (self.steal_seconds - earlier.steal_seconds).clamp(0.0, wall - idle_seconds);
+        MachineCpu {
+            busy_seconds: wall - idle_seconds - steal_seconds,
+            idle_seconds,
+            steal_seconds,
+        }
+    }
+}
+
+/// Reads the machine's idle and stolen time from `/proc/stat`, and the time now.
+pub fn machine_clock() -> Result<MachineClock, Error> {
     let path = "/proc/stat";
-    parse_machine_cpu(&read(path)?, clock_ticks()).ok_or_else(|| Error::ProcFormat {
-        path: path.into(),
-        field: "cpu",
+    let stat = read(path)?;
+    let at = Instant::now();
+    let (cores, idle_seconds, steal_seconds) = parse_machine_stat(&stat, clock_ticks())
+        .ok_or_else(|| Error::ProcFormat {
+            path: path.into(),
+            field: "cpu",
+        })?;
+    Ok(MachineClock {
+        at,
+        cores,
+        idle_seconds,
+        steal_seconds,
     })
 }
 
-/// The first line sums every core: `cpu user nice system idle iowait irq softirq
-/// steal guest guest_nice`, in clock ticks. Guest time is already inside user.
-fn parse_machine_cpu(stat: &str, ticks_per_second: f64) -> Option<MachineCpu> {
+/// The cores online (a `cpuN` line each), then idle + iowait and steal in seconds from
+/// the first line, which sums every core: `cpu user nice system idle iowait irq
+/// softirq steal guest guest_nice`, in clock ticks.
+fn parse_machine_stat(stat: &str, ticks_per_second: f64) -> Option<(usize, f64, f64)> {
     let line = stat.lines().find(|line| line.starts_with("cpu "))?;
     let ticks: Vec<f64> = line
         .split_whitespace()
@@ -125,12 +158,19 @@ fn parse_machine_cpu(stat: &str, ticks_per_second: f64) -> Option<MachineCpu> {
         .map(|field| field.parse().ok())
         .collect::<Option<_>>()?;
     let field = |index: usize| ticks.get(index).copied();
-    let busy = field(0)? + field(1)? + field(2)? + field(5)? + field(6)?;
-    Some(MachineCpu {
-        busy_seconds: busy / ticks_per_second,
-        idle_seconds: (field(3)? + field(4)?) / ticks_per_second,
-        steal_seconds: field(7)? / ticks_per_second,
-    })
+    let cores = stat
+        .lines()
+        .filter(|line| {
+            line.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
+    (cores > 0).then_some(())?;
+    Some((
+        cores,
+        (field(3)? + field(4)?) / ticks_per_second,
+        field(7)? / ticks_per_second,
+    ))
 }
 
 fn clock_ticks() -> f64 {
@@ -203,6 +243,8 @@ impl Machine {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -218,28 +260,48 @@ mod tests {
     }
 
     #[test]
-    fn the_machine_line_splits_into_busy_idle_and_stolen_time() {
-        let stat = "cpu  100 20 30 400 50 6 4 40 7 0\ncpu0 50 10 15 200 25 3 2 20 7 0\nintr 1\n";
-        let cpu = parse_machine_cpu(stat, 10.0).expect("a cpu line");
-        // user + nice + system + irq + softirq; idle + iowait; steal. Guest (7) is
-        // inside user already.
+    fn busy_time_is_what_the_wall_clock_leaves_after_idle_and_stolen_time() {
+        let stat = "cpu  100 20 30 400 50 6 4 40 7 0\ncpu0 50 10 15 200 25 3 2 20 7 0\n\
+                    cpu1 50 10 15 200 25 3 2 20 0 0\nintr 1\n";
+        // Two cores; idle + iowait; steal. The sampled user and system are not used.
+        assert_eq!(parse_machine_stat(stat, 10.0), Some((2, 45.0, 4.0)));
+        assert_eq!(parse_machine_stat("cpu  1 2 3\n", 10.0), None, "too short");
         assert_eq!(
-            cpu,
+            parse_machine_stat("cpu  1 2 3 4 5 6 7 8\nintr 1\n", 10.0),
+            None,
+            "no core"
+        );
+
+        let earlier = MachineClock {
+            at: Instant::now(),
+            cores: 2,
+            idle_seconds: 45.0,
+            steal_seconds: 4.0,
+        };
+        let later = MachineClock {
+            at: earlier.at + Duration::from_secs(2),
+            idle_seconds: 46.0,
+            steal_seconds: 4.5,
+            ..earlier
+        };
+        // 4 core-seconds of wall time: 1 idle, 0.5 stolen, the rest busy.
+        let spent = later.since(&earlier);
+        assert_eq!(
+            spent,
             MachineCpu {
-                busy_seconds: 16.0,
-                idle_seconds: 45.0,
-                steal_seconds: 4.0
+                busy_seconds: 2.5,
+                idle_seconds: 1.0,
+                steal_seconds: 0.5
             }
         );
-        let later = MachineCpu {
-            busy_seconds: 17.5,
-            idle_seconds: 45.0,
-            steal_seconds: 4.5,
-        };
-        let spent = later.since(&cpu);
-        assert_eq!(spent.shares(), Some((75.0, 25.0)));
+        assert_eq!(spent.shares(), Some((62.5, 12.5)));
         assert_eq!(MachineCpu::default().shares(), None, "no time, no share");
-        assert_eq!(parse_machine_cpu("cpu  1 2 3\n", 10.0), None, "too short");
+        // Counters a little ahead of the clock never make busy time negative.
+        let ahead = MachineClock {
+            idle_seconds: 50.0,
+            ..later
+        };
+        assert_eq!(ahead.since(&earlier).busy_seconds, 0.0);
     }
 
     #[test]
@@ -256,7 +318,13 @@ mod tests {
         assert!(usage.rss_bytes > 0 && usage.hwm_bytes >= usage.rss_bytes);
         assert!(usage.user_seconds <= usage.cpu_seconds);
         assert!(self_cpu_seconds().expect("own stat") >= 0.0);
-        let machine = machine_cpu().expect("/proc/stat");
-        assert!(machine.busy_seconds > 0.0 && machine.shares().is_some());
+        let before = machine_clock().expect("/proc/stat");
+        // This core is busy all along: the machine cannot have been idle throughout.
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
+            std::hint::black_box(spin);
+        }
+        let spent = machine_clock().expect("/proc/stat").since(&before);
+        assert!(spent.busy_seconds > 0.0 && spent.shares().is_some());
     }
 }

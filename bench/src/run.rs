@@ -167,9 +167,9 @@ fn measure(
         }
         let before = usages(stand);
         let handshakes_before = stand.mesh_handshakes();
-        let machine_before = resources::machine_cpu().ok();
+        let machine_before = resources::machine_clock().ok();
         let report = generate(options, topology, stand, workload, load, plan.duration)?;
-        let machine = resources::machine_cpu()
+        let machine = resources::machine_clock()
             .ok()
             .zip(machine_before)
             .map(|(after, before)| after.since(&before));

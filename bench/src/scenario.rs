@@ -122,6 +122,9 @@ pub struct Programs {
     pub bench: PathBuf,
     /// The directory with `trellis-proxy`, `trellis-proxy-init`, `trellis-controller`.
     pub trellis_dir: PathBuf,
+    /// `--workers` for the Trellis sidecars; `None` keeps the proxy's default (one
+    /// per CPU).
+    pub trellis_workers: Option<u16>,
 }
 
 /// A started scenario. Dropping it stops every process it started.

@@ -197,8 +197,9 @@ fn cpu_breakdown(out: &mut String, results: &Results) {
     let _ = writeln!(out, "## Where the CPU went\n");
     let _ = writeln!(
         out,
-        "The whole machine over each repeat (`/proc/stat`: every process and the kernel, \
-         on all {cores} cores), per successful request; busy and steal are shares of the \
+        "The whole machine over each repeat (every process and the kernel, on all \
+         {cores} cores: the cores' wall time less the idle and stolen time of \
+         `/proc/stat`), per successful request; busy and steal are shares of the \
          cores' time, steal being what the hypervisor gave other guests. The proxies' \
          column sums every hop, and splits into their own code and the kernel working \
          for them (system calls and the network stack they drive). Where busy is near \

@@ -130,6 +130,9 @@ impl Mesh {
                     .arg("--peer")
                     .arg(format!("{}={server_id}", topology.server_ip()));
             }
+            if let Some(workers) = programs.trellis_workers {
+                proxy.arg("--workers").arg(workers.to_string());
+            }
             // A log line per connection would be a cost HAProxy and nginx (logging
             // off) do not pay; warnings and errors still reach the log.
             proxy.env("RUST_LOG", "warn");
