@@ -143,6 +143,30 @@ pub async fn serve(
     Ok(())
 }
 
+/// How often [`keep_a_timer_armed`] wakes its shard.
+const TIMER_ANCHOR: Duration = Duration::from_secs(1);
+
+/// Keeps a timer due within [`TIMER_ANCHOR`] in this shard's runtime until
+/// `shutdown`.
+///
+/// Every request arms a timer (its response timeout), and tokio's timer wakes its
+/// event loop (an `eventfd` write, then one more turn of `epoll_wait`) whenever a new
+/// timer falls due before the loop's planned wake-up, which an idle loop does not
+/// have. Below the knee a shard is idle between requests, so every request paid that
+/// wake-up: one `write` and 0.4 `epoll_wait` per request and sidecar at 2,000 req/s.
+/// With this timer always pending, a timer due later than a second never wakes the
+/// loop; the price is one wake-up per second and shard.
+async fn keep_a_timer_armed(shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(TIMER_ANCHOR);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+    }
+}
+
 /// What every shard knows of the others: how many connections each serves, and
 /// the way to hand one a connection.
 struct Board {
@@ -246,6 +270,7 @@ impl Shard {
                 move |stream, client| shard.dispatch(direction, stream, client),
             ));
         }
+        accepting.spawn(keep_a_timer_armed(shutdown.clone()));
         let shard = self.clone();
         let stop = shutdown.clone();
         accepting.spawn(async move {
