@@ -153,7 +153,7 @@ const TIMER_ANCHOR: Duration = Duration::from_secs(1);
 /// event loop (an `eventfd` write, then one more turn of `epoll_wait`) whenever a new
 /// timer falls due before the loop's planned wake-up, which an idle loop does not
 /// have. Below the knee a shard is idle between requests, so every request paid that
-/// wake-up: one `write` and 0.4 `epoll_wait` per request and sidecar at 2,000 req/s.
+/// wake-up: one `write` and half an `epoll_wait` per request at 2,000 req/s.
 /// With this timer always pending, a timer due later than a second never wakes the
 /// loop; the price is one wake-up per second and shard.
 async fn keep_a_timer_armed(shutdown: CancellationToken) {
