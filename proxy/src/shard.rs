@@ -499,4 +499,66 @@ mod tests {
         );
         assert_eq!(counts(&board), [3, 0]);
     }
+
+    /// The write system calls this thread has made, from `/proc/thread-self/io`.
+    fn writes_by_this_thread() -> u64 {
+        let io = std::fs::read_to_string("/proc/thread-self/io").expect("task I/O accounting");
+        io.lines()
+            .find_map(|line| line.strip_prefix("syscw: "))
+            .and_then(|count| count.trim().parse().ok())
+            .expect("a syscw line")
+    }
+
+    /// The write system calls it costs to arm a 30 s timer the way a request arms its
+    /// response timeout below the knee: in an event loop that parked waiting for I/O
+    /// and has just been woken by it.
+    fn writes_to_arm_a_timer(anchored: bool) -> u64 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let shutdown = CancellationToken::new();
+            if anchored {
+                tokio::spawn(keep_a_timer_armed(shutdown.clone()));
+                // Its first tick is immediate; the next one stays pending.
+                tokio::task::yield_now().await;
+            }
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+            ours.set_nonblocking(true).expect("non-blocking");
+            let ours = tokio::net::UnixStream::from_std(ours).expect("registered");
+            let peer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                std::io::Write::write_all(&mut &theirs, b"x").expect("a byte written");
+                theirs
+            });
+            ours.readable().await.expect("readable");
+
+            let before = writes_by_this_thread();
+            let timeout = tokio::time::sleep(Duration::from_secs(30));
+            tokio::pin!(timeout);
+            // Polled once, which registers it with the runtime's timer.
+            tokio::select! {
+                biased;
+                () = &mut timeout => unreachable!("a 30 s timer fired at once"),
+                () = std::future::ready(()) => {}
+            }
+            let writes = writes_by_this_thread() - before;
+            shutdown.cancel();
+            drop(peer.join());
+            writes
+        })
+    }
+
+    /// Without a pending timer, tokio wakes its own loop (an `eventfd` write) to arm
+    /// one; with the anchor, arming a timer due after it costs no system call. The
+    /// first half shows the measurement sees the write it looks for.
+    #[test]
+    fn an_anchored_shard_arms_a_timer_without_waking_itself() {
+        assert!(
+            writes_to_arm_a_timer(false) >= 1,
+            "tokio no longer wakes an idle loop to arm a timer: the anchor may go"
+        );
+        assert_eq!(writes_to_arm_a_timer(true), 0);
+    }
 }
