@@ -105,8 +105,8 @@ impl MachineCpu {
 /// with the tick stopped on idle cores (`NO_HZ_IDLE`), `/proc/stat` measures idle
 /// time with a clock, while user and system time are sampled by the tick, which a
 /// proxy woken for 20 µs every 500 µs mostly misses (a fixed 2,000 req/s read as
-/// 0–40 % busy from one run to the next).
-#[derive(Debug, Clone, Copy)]
+/// 0–41 % busy from one run to the next).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MachineClock {
     at: Instant,
     cores: usize,
@@ -133,24 +133,16 @@ impl MachineClock {
 pub fn machine_clock() -> Result<MachineClock, Error> {
     let path = "/proc/stat";
     let stat = read(path)?;
-    let at = Instant::now();
-    let (cores, idle_seconds, steal_seconds) = parse_machine_stat(&stat, clock_ticks())
-        .ok_or_else(|| Error::ProcFormat {
-            path: path.into(),
-            field: "cpu",
-        })?;
-    Ok(MachineClock {
-        at,
-        cores,
-        idle_seconds,
-        steal_seconds,
+    parse_machine_clock(&stat, clock_ticks(), Instant::now()).ok_or_else(|| Error::ProcFormat {
+        path: path.into(),
+        field: "cpu",
     })
 }
 
-/// The cores online (a `cpuN` line each), then idle + iowait and steal in seconds from
-/// the first line, which sums every core: `cpu user nice system idle iowait irq
-/// softirq steal guest guest_nice`, in clock ticks.
-fn parse_machine_stat(stat: &str, ticks_per_second: f64) -> Option<(usize, f64, f64)> {
+/// The reading `stat` gives at `at`: the cores online (a `cpuN` line each), and idle +
+/// iowait and steal from the first line, which sums every core: `cpu user nice system
+/// idle iowait irq softirq steal guest guest_nice`, in clock ticks.
+fn parse_machine_clock(stat: &str, ticks_per_second: f64, at: Instant) -> Option<MachineClock> {
     let line = stat.lines().find(|line| line.starts_with("cpu "))?;
     let ticks: Vec<f64> = line
         .split_whitespace()
@@ -165,12 +157,15 @@ fn parse_machine_stat(stat: &str, ticks_per_second: f64) -> Option<(usize, f64, 
                 .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
         })
         .count();
-    (cores > 0).then_some(())?;
-    Some((
+    if cores == 0 {
+        return None;
+    }
+    Some(MachineClock {
+        at,
         cores,
-        (field(3)? + field(4)?) / ticks_per_second,
-        field(7)? / ticks_per_second,
-    ))
+        idle_seconds: (field(3)? + field(4)?) / ticks_per_second,
+        steal_seconds: field(7)? / ticks_per_second,
+    })
 }
 
 fn clock_ticks() -> f64 {
@@ -263,21 +258,26 @@ mod tests {
     fn busy_time_is_what_the_wall_clock_leaves_after_idle_and_stolen_time() {
         let stat = "cpu  100 20 30 400 50 6 4 40 7 0\ncpu0 50 10 15 200 25 3 2 20 7 0\n\
                     cpu1 50 10 15 200 25 3 2 20 0 0\nintr 1\n";
+        let at = Instant::now();
         // Two cores; idle + iowait; steal. The sampled user and system are not used.
-        assert_eq!(parse_machine_stat(stat, 10.0), Some((2, 45.0, 4.0)));
-        assert_eq!(parse_machine_stat("cpu  1 2 3\n", 10.0), None, "too short");
-        assert_eq!(
-            parse_machine_stat("cpu  1 2 3 4 5 6 7 8\nintr 1\n", 10.0),
-            None,
-            "no core"
-        );
-
         let earlier = MachineClock {
-            at: Instant::now(),
+            at,
             cores: 2,
             idle_seconds: 45.0,
             steal_seconds: 4.0,
         };
+        assert_eq!(parse_machine_clock(stat, 10.0, at), Some(earlier));
+        assert_eq!(
+            parse_machine_clock("cpu  1 2 3\n", 10.0, at),
+            None,
+            "too short"
+        );
+        assert_eq!(
+            parse_machine_clock("cpu  1 2 3 4 5 6 7 8\nintr 1\n", 10.0, at),
+            None,
+            "no core"
+        );
+
         let later = MachineClock {
             at: earlier.at + Duration::from_secs(2),
             idle_seconds: 46.0,

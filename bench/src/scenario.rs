@@ -115,7 +115,7 @@ impl ScenarioKind {
     }
 }
 
-/// Where the harness finds the programs it starts.
+/// Where the harness finds the programs it starts, and how it starts Trellis's.
 #[derive(Debug, Clone)]
 pub struct Programs {
     /// `trellis-bench` itself: the backend and the load generator.
