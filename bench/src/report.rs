@@ -46,7 +46,20 @@ pub struct ScenarioResult {
     /// The proxies' resident memory right after start, before any load (max over
     /// the scenario's proxies), in MB.
     pub idle_rss_mb: Option<f64>,
+    /// How each proxy was started, read back from the running process.
+    #[serde(default)]
+    pub proxies: Vec<ProxyStart>,
     pub cells: Vec<Cell>,
+}
+
+/// One proxy of a scenario and the command line it runs with (`/proc/PID/cmdline`):
+/// its configuration file, or for Trellis every flag the harness passed. A program
+/// that rewrites its title shows the title: nginx's master is one argument,
+/// `nginx: master process nginx -p … -c …/nginx.conf`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyStart {
+    pub name: String,
+    pub command: Vec<String>,
 }
 
 impl ScenarioResult {

@@ -4,7 +4,8 @@
 //! resets the peak in between (`/proc/PID/clear_refs`), so every run reports its own.
 //! Around each run it also reads what the whole machine spent (`/proc/stat` and the
 //! clock): every process and the kernel on every core, and the time the hypervisor
-//! took away.
+//! took away. Each proxy's command line is read once, as the report's record of how
+//! it was started.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -198,6 +199,24 @@ pub fn reset_peak(pid: u32) -> Result<(), Error> {
     std::fs::write(&path, "5").map_err(|source| Error::Proc { path, source })
 }
 
+/// How process `pid` was started: its program and arguments, as the kernel keeps
+/// them (`/proc/PID/cmdline`), whatever wrapper (`ip netns exec`, `setpriv`) ran it.
+pub fn command_line(pid: u32) -> Result<Vec<String>, Error> {
+    let path = PathBuf::from(format!("/proc/{pid}/cmdline"));
+    let bytes = std::fs::read(&path).map_err(|source| Error::Proc { path, source })?;
+    Ok(parse_command_line(&bytes))
+}
+
+/// Each argument ends with a NUL byte; an empty one is kept, as the program got it.
+fn parse_command_line(bytes: &[u8]) -> Vec<String> {
+    let Some(args) = bytes.strip_suffix(&[0]) else {
+        return Vec::new();
+    };
+    args.split(|b| *b == 0)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect()
+}
+
 fn read(path: &str) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(|source| Error::Proc {
         path: path.into(),
@@ -302,6 +321,18 @@ mod tests {
             ..later
         };
         assert_eq!(ahead.since(&earlier).busy_seconds, 0.0);
+    }
+
+    #[test]
+    fn a_command_line_is_split_at_its_nul_bytes() {
+        assert_eq!(
+            parse_command_line(b"trellis-proxy\0--workers\x002\0--identity\0a b\0\0"),
+            ["trellis-proxy", "--workers", "2", "--identity", "a b", ""]
+        );
+        assert!(parse_command_line(b"").is_empty());
+        let own = command_line(std::process::id()).expect("own /proc entry");
+        let exe = std::env::current_exe().expect("own executable");
+        assert!(own[0].ends_with(exe.file_name().and_then(|n| n.to_str()).unwrap_or("?")));
     }
 
     #[test]

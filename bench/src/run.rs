@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::Error;
 use crate::load::{HoldReport, LoadReport};
 use crate::plan::{Load, Plan, Workload};
-use crate::report::{self, Cell, IdleResult, ProxyUsage, Results, Run, ScenarioResult};
+use crate::report::{self, Cell, IdleResult, ProxyStart, ProxyUsage, Results, Run, ScenarioResult};
 use crate::resources::{self, Machine, Usage};
 use crate::scenario::{self, Place, Programs, ScenarioKind, Stand, Topology, process_tree};
 
@@ -61,6 +61,7 @@ pub fn run(options: &RunOptions) -> Result<Results, Error> {
             skipped: skip_reason(kind, options, pods_reason.as_deref()),
             failed: None,
             idle_rss_mb: None,
+            proxies: Vec::new(),
             cells: Vec::new(),
         };
         if let Some(reason) = &result.skipped {
@@ -121,6 +122,16 @@ fn run_scenario(
         std::thread::sleep(Duration::from_millis(300));
         if result.idle_rss_mb.is_none() {
             result.idle_rss_mb = max_of(&stand, |u| u.rss_bytes);
+            result.proxies = stand
+                .proxies
+                .iter()
+                .map(|(name, pid)| {
+                    Ok(ProxyStart {
+                        name: name.clone(),
+                        command: resources::command_line(*pid)?,
+                    })
+                })
+                .collect::<Result<_, Error>>()?;
         }
         for load in options.plan.loads(workload) {
             stand.check_alive()?;

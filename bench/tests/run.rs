@@ -119,6 +119,18 @@ fn a_quick_run_measures_the_baseline_and_every_installed_reference_proxy_without
     let results = quick_run(&scenarios, &["--loopback"], &out);
     assert_eq!(results.scenarios.len(), scenarios.len());
     assert_complete(&results, &scenarios);
+    for scenario in results.scenarios.iter().filter(|s| s.hops > 0) {
+        // HAProxy and nginx each run the configuration file the harness wrote.
+        let starts = &scenario.proxies;
+        assert_eq!(starts.len(), scenario.hops as usize, "{starts:?}");
+        assert!(
+            starts.iter().all(|p| p
+                .command
+                .iter()
+                .any(|arg| arg.ends_with(".cfg") || arg.ends_with(".conf"))),
+            "{starts:?}"
+        );
+    }
     let _ = std::fs::remove_dir_all(out);
 }
 
@@ -165,9 +177,26 @@ fn a_quick_run_drives_every_workload_through_one_and_two_trellis_hops_in_pods() 
     let scenarios = ["baseline", "trellis-1hop", "trellis-2hop-mtls"];
     let out = scratch("pods");
     let bin = bin.display().to_string();
-    let results = quick_run(&scenarios, &["--trellis-bin", &bin], &out);
+    // Two workers, the proxy's own default on CI's two cores, but asked for: the
+    // flag must reach every sidecar's command line.
+    let results = quick_run(
+        &scenarios,
+        &["--trellis-bin", &bin, "--proxy-workers", "2"],
+        &out,
+    );
     assert!(results.topology.starts_with("pods"), "{}", results.topology);
     assert_complete(&results, &scenarios);
+    for scenario in results.scenarios.iter().filter(|s| s.hops > 0) {
+        let starts = &scenario.proxies;
+        assert_eq!(starts.len(), scenario.hops as usize, "{starts:?}");
+        for start in starts {
+            assert!(start.command[0].ends_with("trellis-proxy"), "{start:?}");
+            assert!(
+                start.command.windows(2).any(|w| w == ["--workers", "2"]),
+                "{start:?}"
+            );
+        }
+    }
     let two_hops = results
         .scenarios
         .iter()

@@ -1,7 +1,8 @@
 //! `results.md`: how the figures were made, the targets of issue 3 next to what was
 //! measured, then one table per workload (latency added over the baseline, proxy CPU
 //! per request per hop, proxy memory, the Trellis client sidecar's mTLS handshakes
-//! per request), where the machine's CPU went, and the idle-connection memory.
+//! per request), where the machine's CPU went, the idle-connection memory, and each
+//! proxy's command line.
 
 use std::fmt::Write;
 
@@ -144,6 +145,8 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
         out.push('\n');
     }
 
+    proxy_commands(&mut out, results);
+
     if !charts.is_empty() {
         let _ = writeln!(out, "## Charts\n");
         for chart in charts {
@@ -151,6 +154,38 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
         }
     }
     out
+}
+
+/// Each proxy's command line as the running process had it: with the configuration
+/// files it names (in the run's scratch directory), how to start it again.
+fn proxy_commands(out: &mut String, results: &Results) {
+    let started: Vec<_> = results
+        .scenarios
+        .iter()
+        .flat_map(|s| s.proxies.iter().map(move |p| (s.kind.name(), p)))
+        .collect();
+    if started.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## How the proxies were started\n");
+    for (scenario, proxy) in started {
+        let command: Vec<_> = proxy.command.iter().map(|arg| quoted(arg)).collect();
+        let _ = writeln!(out, "- {scenario}, {}: `{}`", proxy.name, command.join(" "));
+    }
+    out.push('\n');
+}
+
+/// An argument as a shell reads it back.
+fn quoted(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
 }
 
 /// The whole machine's CPU at each knee and at the targets' fixed rate, and who
@@ -448,5 +483,26 @@ fn stat(value: Stat, decimals: usize) -> String {
         format!("{:.*}", decimals, value.mean)
     } else {
         format!("{:.*} ± {:.*}", decimals, value.mean, decimals, value.sd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quoted;
+
+    #[test]
+    fn arguments_are_quoted_only_where_a_shell_would_split_or_expand_them() {
+        assert_eq!(quoted("--workers=2"), "--workers=2");
+        assert_eq!(
+            quoted("/tmp/trellis-bench-1/ca.crt"),
+            "/tmp/trellis-bench-1/ca.crt"
+        );
+        assert_eq!(
+            quoted("spiffe://cluster.local/ns/bench/sa/client"),
+            "spiffe://cluster.local/ns/bench/sa/client"
+        );
+        assert_eq!(quoted(""), "''");
+        assert_eq!(quoted("a b"), "'a b'");
+        assert_eq!(quoted("it's $HOME"), r"'it'\''s $HOME'");
     }
 }
