@@ -112,6 +112,12 @@ struct RunArgs {
     /// the proxy's own, one per CPU. The reference proxies run one thread each.
     #[arg(long, env = "TRELLIS_BENCH_PROXY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     proxy_workers: Option<u16>,
+    /// The TCP congestion control of the pods (`cubic`, `bbr`, …; one this kernel
+    /// offers); by default they keep the host's. With BBR, the kernel paces every
+    /// connection with a timer per burst, which on some hosts caps even the direct
+    /// path's throughput (BENCHMARKS.md).
+    #[arg(long, env = "TRELLIS_BENCH_CONGESTION_CONTROL")]
+    congestion_control: Option<String>,
     /// Run everything on loopback, even as root (skips the Trellis scenarios).
     #[arg(long, env = "TRELLIS_BENCH_LOOPBACK")]
     loopback: bool,
@@ -360,6 +366,14 @@ fn run_scenarios(args: RunArgs) -> anyhow::Result<()> {
     plan.duration = args.duration.unwrap_or(plan.duration);
     plan.repeats = args.repeats.unwrap_or(plan.repeats).max(1);
     plan.warmup = args.warmup.unwrap_or(plan.warmup);
+    if let Some(algorithm) = &args.congestion_control {
+        let available = trellis_bench::scenario::available_congestion_controls()?;
+        anyhow::ensure!(
+            available.contains(algorithm),
+            "--congestion-control: this kernel offers {}, not {algorithm:?}",
+            available.join(", ")
+        );
+    }
     let bench = std::env::current_exe().context("cannot find this program's own path")?;
     let trellis_dir = match args.trellis_bin {
         Some(dir) => dir,
@@ -375,6 +389,7 @@ fn run_scenarios(args: RunArgs) -> anyhow::Result<()> {
         },
         install: !args.no_install,
         pods: !args.loopback,
+        congestion_control: args.congestion_control,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     let results = run::run(&options)?;

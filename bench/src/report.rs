@@ -29,6 +29,10 @@ pub struct Results {
     pub command: String,
     pub machine: Machine,
     pub topology: String,
+    /// The TCP congestion control of the connections measured (the client pod's,
+    /// or the host's on loopback).
+    #[serde(default)]
+    pub tcp_congestion_control: String,
     pub plan: Plan,
     pub scenarios: Vec<ScenarioResult>,
     pub wall_seconds: f64,

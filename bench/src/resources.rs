@@ -231,6 +231,9 @@ pub struct Machine {
     pub cores: usize,
     pub memory_gib: f64,
     pub kernel: String,
+    /// The host's default TCP congestion control, which new pods inherit.
+    #[serde(default)]
+    pub tcp_congestion_control: String,
 }
 
 impl Machine {
@@ -251,6 +254,12 @@ impl Machine {
                 .unwrap_or_default()
                 .trim()
                 .to_string(),
+            tcp_congestion_control: std::fs::read_to_string(
+                "/proc/sys/net/ipv4/tcp_congestion_control",
+            )
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub install: bool,
     /// Use pods when possible (root, network namespaces); otherwise loopback.
     pub pods: bool,
+    /// The TCP congestion control set in every pod; `None` keeps the host's.
+    pub congestion_control: Option<String>,
     /// The command line, recorded in the report.
     pub command: String,
 }
@@ -42,12 +44,28 @@ pub fn run(options: &RunOptions) -> Result<Results, Error> {
         .map_err(|e| Error::io(format!("create {}", work.display()), e))?;
     let plan = &options.plan;
     let pods_reason = pods_unavailable(options);
-    let topology_name = match &pods_reason {
-        None => Topology::pods().map(|t| t.name())?,
-        Some(_) => Topology::Loopback.name(),
+    let congestion_control = options.congestion_control.as_deref();
+    let (topology_name, tcp_congestion_control) = match &pods_reason {
+        None => {
+            let pods = Topology::pods(congestion_control)?;
+            (pods.name(), pods.congestion_control()?)
+        }
+        Some(reason) => {
+            // The host's own setting is not the harness's to change.
+            if let Some(algorithm) = congestion_control {
+                return Err(Error::InvalidSetting {
+                    name: "--congestion-control",
+                    value: format!("{algorithm} without pods ({reason})"),
+                    reason: "it is set in the pods' network namespaces only",
+                });
+            }
+            let loopback = Topology::Loopback;
+            (loopback.name(), loopback.congestion_control()?)
+        }
     };
     println!(
-        "trellis-bench: {} scenario(s), {:?} mode, {} of load, topology: {topology_name}",
+        "trellis-bench: {} scenario(s), {:?} mode, {} of load, topology: {topology_name}, \
+         TCP congestion control: {tcp_congestion_control}",
         plan.scenarios.len(),
         plan.mode,
         humantime::format_duration(Duration::from_secs(plan.load_time().as_secs()))
@@ -84,6 +102,7 @@ pub fn run(options: &RunOptions) -> Result<Results, Error> {
         command: options.command.clone(),
         machine: Machine::detect(),
         topology: topology_name.to_string(),
+        tcp_congestion_control,
         plan: plan.clone(),
         scenarios,
         wall_seconds: started.elapsed().as_secs_f64(),
@@ -114,7 +133,7 @@ fn run_scenario(
         // workload's connections would meet them (SYNs dropped as old duplicates,
         // one-second retransmissions) and measure that, not themselves.
         let topology = if pods {
-            Topology::pods()?
+            Topology::pods(options.congestion_control.as_deref())?
         } else {
             Topology::Loopback
         };

@@ -134,6 +134,29 @@ fn a_quick_run_measures_the_baseline_and_every_installed_reference_proxy_without
     let _ = std::fs::remove_dir_all(out);
 }
 
+#[test]
+fn a_congestion_control_the_kernel_lacks_is_refused_before_anything_runs() {
+    let output = Command::new(env!("CARGO_BIN_EXE_trellis-bench"))
+        .args([
+            "run",
+            "--quick",
+            "--congestion-control",
+            "no-such-algorithm",
+        ])
+        .arg("--out")
+        .arg(scratch("no-such-cc"))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run trellis-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("this kernel offers") && stderr.contains("\"no-such-algorithm\""),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "nothing started");
+}
+
 /// The Trellis binaries next to this test's build (`target/<profile>/`).
 fn trellis_bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -178,13 +201,22 @@ fn a_quick_run_drives_every_workload_through_one_and_two_trellis_hops_in_pods() 
     let out = scratch("pods");
     let bin = bin.display().to_string();
     // Two workers, the proxy's own default on CI's two cores, but asked for: the
-    // flag must reach every sidecar's command line.
+    // flag must reach every sidecar's command line. Reno, built into every kernel,
+    // as the pods' congestion control: read back from the client pod.
     let results = quick_run(
         &scenarios,
-        &["--trellis-bin", &bin, "--proxy-workers", "2"],
+        &[
+            "--trellis-bin",
+            &bin,
+            "--proxy-workers",
+            "2",
+            "--congestion-control",
+            "reno",
+        ],
         &out,
     );
     assert!(results.topology.starts_with("pods"), "{}", results.topology);
+    assert_eq!(results.tcp_congestion_control, "reno");
     assert_complete(&results, &scenarios);
     for scenario in results.scenarios.iter().filter(|s| s.hops > 0) {
         let starts = &scenario.proxies;

@@ -25,6 +25,11 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
     let _ = writeln!(out, "- topology: {}", results.topology);
     let _ = writeln!(
         out,
+        "- TCP congestion control: {}",
+        congestion_control(&results.tcp_congestion_control, &m.tcp_congestion_control)
+    );
+    let _ = writeln!(
+        out,
         "- method: {:?} mode; per cell {} s warm-up, then {} repeat(s) of {} s{}; open-loop \
          latencies from each request's intended send time (coordinated omission corrected); \
          percentiles from the kept repeats' histograms pooled, ± is the standard deviation \
@@ -173,6 +178,16 @@ fn proxy_commands(out: &mut String, results: &Results) {
         let _ = writeln!(out, "- {scenario}, {}: `{}`", proxy.name, command.join(" "));
     }
     out.push('\n');
+}
+
+/// What the measured connections ran with, and whether that is the host's default.
+fn congestion_control(used: &str, host: &str) -> String {
+    match (used, host) {
+        ("", _) => "not recorded".to_string(),
+        (used, host) if used == host => format!("{used} (the host's default)"),
+        (used, "") => used.to_string(),
+        (used, host) => format!("{used}, set in the pods (the host's default: {host})"),
+    }
 }
 
 /// An argument as a shell reads it back.
@@ -488,7 +503,17 @@ fn stat(value: Stat, decimals: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::quoted;
+    use super::{congestion_control, quoted};
+
+    #[test]
+    fn the_congestion_control_says_whether_the_pods_kept_the_hosts() {
+        assert_eq!(congestion_control("bbr", "bbr"), "bbr (the host's default)");
+        assert_eq!(
+            congestion_control("cubic", "bbr"),
+            "cubic, set in the pods (the host's default: bbr)"
+        );
+        assert_eq!(congestion_control("", "bbr"), "not recorded");
+    }
 
     #[test]
     fn arguments_are_quoted_only_where_a_shell_would_split_or_expand_them() {

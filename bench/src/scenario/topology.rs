@@ -59,8 +59,10 @@ pub enum Topology {
 }
 
 impl Topology {
-    /// Fresh client and server pods on the benchmark bridge (made if absent).
-    pub fn pods() -> Result<Self, Error> {
+    /// Fresh client and server pods on the benchmark bridge (made if absent), with
+    /// `congestion_control` as their TCP congestion control when given (otherwise
+    /// they keep the one a new network namespace inherits from the host).
+    pub fn pods(congestion_control: Option<&str>) -> Result<Self, Error> {
         let netns = |e: trellis_netns::Error| Error::Netns(e.to_string());
         let gateway =
             Ipv4Cidr::new(GATEWAY, 24).ok_or_else(|| Error::Netns("bad gateway".into()))?;
@@ -75,6 +77,9 @@ impl Topology {
             let _ = Pod::new(name, cidr, veth).map(|pod| pod.delete());
             pods.push(Pod::create(name, &bridge, cidr, veth).map_err(netns)?);
             tune_for_connection_churn(name)?;
+            if let Some(algorithm) = congestion_control {
+                set_in(name, CONGESTION_CONTROL, algorithm)?;
+            }
         }
         let server = pods
             .pop()
@@ -94,6 +99,21 @@ impl Topology {
         if let Some(gateway) = Ipv4Cidr::new(GATEWAY, 24) {
             let _ = Bridge::new(BRIDGE, gateway).map(|bridge| bridge.delete());
         }
+    }
+
+    /// The TCP congestion control connections from the client side use: the pod's,
+    /// or the host's on loopback.
+    pub fn congestion_control(&self) -> Result<String, Error> {
+        let read = || {
+            std::fs::read_to_string(CONGESTION_CONTROL)
+                .map(|name| name.trim().to_string())
+                .map_err(|e| format!("{CONGESTION_CONTROL}: {e}"))
+        };
+        let name = match self.netns(Place::Client) {
+            Some(netns) => run_in(netns, read).map_err(|e| Error::Netns(e.to_string()))?,
+            None => read(),
+        };
+        name.map_err(Error::Netns)
     }
 
     pub fn name(&self) -> &'static str {
@@ -191,11 +211,32 @@ impl Topology {
 /// `tcp_tw_reuse` is left off on purpose: a sidecar reusing a port whose TIME_WAIT
 /// conntrack entry still carries the app's redirect would connect to itself.
 fn tune_for_connection_churn(netns: &str) -> Result<(), Error> {
-    let settings = [("/proc/sys/net/ipv4/ip_local_port_range", "1024 65535")];
-    let written = trellis_netns::run_in(netns, move || {
-        settings.iter().try_for_each(|(path, value)| {
-            std::fs::write(path, value).map_err(|e| format!("{path}: {e}"))
-        })
+    set_in(
+        netns,
+        "/proc/sys/net/ipv4/ip_local_port_range",
+        "1024 65535",
+    )
+}
+
+/// A network namespace's own TCP congestion control (per namespace since Linux
+/// 4.15; a new one starts with the host's).
+const CONGESTION_CONTROL: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
+
+/// The congestion controls this kernel offers, as `--congestion-control` may name.
+pub fn available_congestion_controls() -> Result<Vec<String>, Error> {
+    let path = "/proc/sys/net/ipv4/tcp_available_congestion_control";
+    let list = std::fs::read_to_string(path).map_err(|source| Error::Proc {
+        path: path.into(),
+        source,
+    })?;
+    Ok(list.split_whitespace().map(str::to_string).collect())
+}
+
+/// Writes `value` to the sysctl file `path` inside pod `netns`.
+fn set_in(netns: &str, path: &'static str, value: &str) -> Result<(), Error> {
+    let owned = value.to_string();
+    let written = run_in(netns, move || {
+        std::fs::write(path, &owned).map_err(|e| format!("{path}: {e}"))
     })
     .map_err(|e| Error::Netns(e.to_string()))?;
     written.map_err(|e| Error::Netns(format!("tuning pod {netns}: {e}")))
