@@ -367,7 +367,7 @@ fn run_scenarios(args: RunArgs) -> anyhow::Result<()> {
     plan.repeats = args.repeats.unwrap_or(plan.repeats).max(1);
     plan.warmup = args.warmup.unwrap_or(plan.warmup);
     if let Some(algorithm) = &args.congestion_control {
-        let available = trellis_bench::scenario::available_congestion_controls()?;
+        let available = trellis_bench::resources::available_congestion_controls()?;
         anyhow::ensure!(
             available.contains(algorithm),
             "--congestion-control: this kernel offers {}, not {algorithm:?}",

@@ -29,8 +29,8 @@ pub struct Results {
     pub command: String,
     pub machine: Machine,
     pub topology: String,
-    /// The TCP congestion control of the connections measured (the client pod's,
-    /// or the host's on loopback).
+    /// The TCP congestion control of the connections measured, read back from the
+    /// pods (or the host's on loopback).
     #[serde(default)]
     pub tcp_congestion_control: String,
     pub plan: Plan,

@@ -217,6 +217,21 @@ fn parse_command_line(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Where a network namespace keeps its TCP congestion control (one per namespace
+/// since Linux 4.15; a new namespace starts with the host's).
+pub const CONGESTION_CONTROL: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
+
+/// The TCP congestion control of the calling thread's network namespace.
+pub fn congestion_control() -> Result<String, Error> {
+    read(CONGESTION_CONTROL).map(|name| name.trim().to_string())
+}
+
+/// The congestion controls this kernel offers, as `--congestion-control` may name.
+pub fn available_congestion_controls() -> Result<Vec<String>, Error> {
+    let list = read("/proc/sys/net/ipv4/tcp_available_congestion_control")?;
+    Ok(list.split_whitespace().map(str::to_string).collect())
+}
+
 fn read(path: &str) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(|source| Error::Proc {
         path: path.into(),
@@ -254,12 +269,7 @@ impl Machine {
                 .unwrap_or_default()
                 .trim()
                 .to_string(),
-            tcp_congestion_control: std::fs::read_to_string(
-                "/proc/sys/net/ipv4/tcp_congestion_control",
-            )
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+            tcp_congestion_control: congestion_control().unwrap_or_default(),
         }
     }
 }

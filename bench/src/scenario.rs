@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use process::{Daemon, process_tree};
-pub use topology::{Place, Topology, available_congestion_controls};
+pub use topology::{Place, Topology};
 pub use trellis::CONTROLLER;
 pub use trellis::missing_binaries as missing_trellis_binaries;
 

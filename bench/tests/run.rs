@@ -202,7 +202,7 @@ fn a_quick_run_drives_every_workload_through_one_and_two_trellis_hops_in_pods() 
     let bin = bin.display().to_string();
     // Two workers, the proxy's own default on CI's two cores, but asked for: the
     // flag must reach every sidecar's command line. Reno, built into every kernel,
-    // as the pods' congestion control: read back from the client pod.
+    // as the pods' congestion control: read back from both.
     let results = quick_run(
         &scenarios,
         &[

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use trellis_netns::{Bridge, Ipv4Cidr, Pod, exec_in, exec_in_as, run_in};
 
 use crate::Error;
+use crate::resources;
 
 /// The bridge of the benchmark's pods: a subnet of its own, away from `meshctl local`.
 const BRIDGE: &str = "tbench0";
@@ -78,7 +79,7 @@ impl Topology {
             pods.push(Pod::create(name, &bridge, cidr, veth).map_err(netns)?);
             tune_for_connection_churn(name)?;
             if let Some(algorithm) = congestion_control {
-                set_in(name, CONGESTION_CONTROL, algorithm)?;
+                set_in(name, resources::CONGESTION_CONTROL, algorithm)?;
             }
         }
         let server = pods
@@ -101,19 +102,23 @@ impl Topology {
         }
     }
 
-    /// The TCP congestion control connections from the client side use: the pod's,
-    /// or the host's on loopback.
+    /// The TCP congestion control the measured connections use, read back from
+    /// both pods (`client A, server B` should they differ), or the host's on
+    /// loopback.
     pub fn congestion_control(&self) -> Result<String, Error> {
-        let read = || {
-            std::fs::read_to_string(CONGESTION_CONTROL)
-                .map(|name| name.trim().to_string())
-                .map_err(|e| format!("{CONGESTION_CONTROL}: {e}"))
+        let Topology::Pods(pods) = self else {
+            return resources::congestion_control();
         };
-        let name = match self.netns(Place::Client) {
-            Some(netns) => run_in(netns, read).map_err(|e| Error::Netns(e.to_string()))?,
-            None => read(),
+        let read = |pod: &Pod| {
+            run_in(pod.netns(), resources::congestion_control)
+                .map_err(|e| Error::Netns(e.to_string()))?
         };
-        name.map_err(Error::Netns)
+        let (client, server) = (read(&pods.client)?, read(&pods.server)?);
+        Ok(if client == server {
+            client
+        } else {
+            format!("client {client}, server {server}")
+        })
     }
 
     pub fn name(&self) -> &'static str {
@@ -216,20 +221,6 @@ fn tune_for_connection_churn(netns: &str) -> Result<(), Error> {
         "/proc/sys/net/ipv4/ip_local_port_range",
         "1024 65535",
     )
-}
-
-/// A network namespace's own TCP congestion control (per namespace since Linux
-/// 4.15; a new one starts with the host's).
-const CONGESTION_CONTROL: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
-
-/// The congestion controls this kernel offers, as `--congestion-control` may name.
-pub fn available_congestion_controls() -> Result<Vec<String>, Error> {
-    let path = "/proc/sys/net/ipv4/tcp_available_congestion_control";
-    let list = std::fs::read_to_string(path).map_err(|source| Error::Proc {
-        path: path.into(),
-        source,
-    })?;
-    Ok(list.split_whitespace().map(str::to_string).collect())
 }
 
 /// Writes `value` to the sysctl file `path` inside pod `netns`.
