@@ -112,6 +112,11 @@ struct RunArgs {
     /// the proxy's own, one per CPU. The reference proxies run one thread each.
     #[arg(long, env = "TRELLIS_BENCH_PROXY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     proxy_workers: Option<u16>,
+    /// The CPU scheduling policy of the Trellis sidecars (`trellis-proxy
+    /// --scheduling`: batch or normal); by default the proxy's own, normal. The
+    /// reference proxies run under the kernel's default.
+    #[arg(long, env = "TRELLIS_BENCH_PROXY_SCHEDULING", value_parser = ["batch", "normal"])]
+    proxy_scheduling: Option<String>,
     /// The TCP congestion control of the pods (`cubic`, `bbr`, …; one this kernel
     /// offers); by default they keep the host's. With BBR, the kernel paces every
     /// connection with a timer per burst, which on some hosts caps even the direct
@@ -386,6 +391,7 @@ fn run_scenarios(args: RunArgs) -> anyhow::Result<()> {
             bench,
             trellis_dir,
             trellis_workers: args.proxy_workers,
+            trellis_scheduling: args.proxy_scheduling,
         },
         install: !args.no_install,
         pods: !args.loopback,

@@ -125,6 +125,8 @@ pub struct Programs {
     /// `--workers` for the Trellis sidecars; `None` keeps the proxy's default (one
     /// per CPU).
     pub trellis_workers: Option<u16>,
+    /// `--scheduling` for the Trellis sidecars; `None` keeps the proxy's default.
+    pub trellis_scheduling: Option<String>,
 }
 
 /// A started scenario. Dropping it stops every process it started.

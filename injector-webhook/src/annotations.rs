@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::config::{MeshConfig, Resources, SidecarMode};
+use crate::config::{MeshConfig, ProxyScheduling, Resources, SidecarMode};
 use crate::error::Rejection;
 use crate::values::{CidrList, PortList, quantity};
 
@@ -29,6 +29,8 @@ pub const SKIP_OUTBOUND_CIDRS: &str = "trellis.io/skip-outbound-cidrs";
 pub const OPAQUE_PORTS: &str = "trellis.io/opaque-ports";
 /// `native` or `classic`: this pod's sidecar mode, instead of the mesh config's.
 pub const PROXY_SIDECAR: &str = "trellis.io/proxy-sidecar";
+/// `normal` or `batch`: this pod's proxy scheduling policy, instead of the mesh config's.
+pub const PROXY_SCHEDULING: &str = "trellis.io/proxy-scheduling";
 pub const PROXY_CPU_REQUEST: &str = "trellis.io/proxy-cpu-request";
 pub const PROXY_CPU_LIMIT: &str = "trellis.io/proxy-cpu-limit";
 pub const PROXY_MEMORY_REQUEST: &str = "trellis.io/proxy-memory-request";
@@ -113,6 +115,7 @@ pub struct Effective {
     pub skip_outbound_cidrs: CidrList,
     pub opaque_ports: Vec<u16>,
     pub sidecar: SidecarMode,
+    pub proxy_scheduling: ProxyScheduling,
     pub proxy_resources: Resources,
 }
 
@@ -163,12 +166,25 @@ pub fn effective(
             ));
         }
     };
+    let proxy_scheduling = match annotations.get(PROXY_SCHEDULING).copied() {
+        None => config.proxy_scheduling,
+        Some("normal") => ProxyScheduling::Normal,
+        Some("batch") => ProxyScheduling::Batch,
+        Some(other) => {
+            return Err(invalid(
+                PROXY_SCHEDULING,
+                other,
+                "must be normal or batch".into(),
+            ));
+        }
+    };
     Ok(Effective {
         skip_inbound_ports,
         skip_outbound_ports,
         skip_outbound_cidrs: config_cidrs.union(&pod_cidrs),
         opaque_ports,
         sidecar,
+        proxy_scheduling,
         proxy_resources: proxy_resources(annotations, &config.proxy_resources)?,
     })
 }

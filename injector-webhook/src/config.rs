@@ -64,6 +64,11 @@ pub struct MeshConfig {
     /// The UID the proxy runs as; proxy-init exempts this UID's traffic, so it must be
     /// one no app container uses, and never 0 (default: 2102).
     pub proxy_uid: u32,
+    /// The CPU scheduling policy of the proxy's threads (`TRELLIS_SCHEDULING`),
+    /// overridable per pod by annotation: `normal`, the kernel's default, or `batch`,
+    /// which costs less CPU per request on nodes with idle CPUs and lengthens the
+    /// tail when every CPU is busy (BENCHMARKS.md, "Scheduling") (default: `normal`).
+    pub proxy_scheduling: ProxyScheduling,
     /// The proxy's ports.
     pub ports: Ports,
     /// The proxy container's resources, each overridable per pod by annotation
@@ -147,6 +152,27 @@ impl SidecarMode {
     }
 }
 
+/// `trellis-proxy --scheduling`: how the kernel schedules the proxy's threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyScheduling {
+    /// `SCHED_OTHER`, the kernel's default.
+    #[default]
+    Normal,
+    /// `SCHED_BATCH`: a woken proxy thread never preempts the running thread.
+    Batch,
+}
+
+impl ProxyScheduling {
+    /// `normal` / `batch`: the annotation, YAML and flag spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyScheduling::Normal => "normal",
+            ProxyScheduling::Batch => "batch",
+        }
+    }
+}
+
 impl Default for MeshConfig {
     fn default() -> MeshConfig {
         MeshConfig {
@@ -163,6 +189,7 @@ impl Default for MeshConfig {
             sidecar: SidecarMode::Native,
             classic_hold_command: None,
             proxy_uid: 2102,
+            proxy_scheduling: ProxyScheduling::Normal,
             ports: Ports::default(),
             proxy_resources: Resources {
                 cpu_request: Some("100m".into()),

@@ -200,6 +200,12 @@ fn env(config: &MeshConfig, effective: &Effective) -> Value {
             format!("127.0.0.1:{}", ports.outbound),
         ),
         value("TRELLIS_ADMIN_ADDR", format!("0.0.0.0:{}", ports.admin)),
+        // Always written, so that the mesh config, not the proxy image's default,
+        // decides.
+        value(
+            "TRELLIS_SCHEDULING",
+            effective.proxy_scheduling.as_str().to_owned(),
+        ),
         // One worker thread per CPU of the proxy's own limit, rounded up (the kubelet
         // rounds with a divisor of 1; without a limit it gives the node's CPUs), as
         // Linkerd sizes its proxy: a proxy limited to one CPU runs single-threaded

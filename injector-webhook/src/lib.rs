@@ -43,10 +43,12 @@ use serde_json::Value;
 
 pub use crate::annotations::{
     INJECT, INJECTED, INJECTED_SIDECAR, INJECTOR_VERSION, OPAQUE_PORTS, PROXY_CPU_LIMIT,
-    PROXY_CPU_REQUEST, PROXY_IMAGE, PROXY_MEMORY_LIMIT, PROXY_MEMORY_REQUEST, PROXY_SIDECAR,
-    SKIP_INBOUND_PORTS, SKIP_OUTBOUND_CIDRS, SKIP_OUTBOUND_PORTS,
+    PROXY_CPU_REQUEST, PROXY_IMAGE, PROXY_MEMORY_LIMIT, PROXY_MEMORY_REQUEST, PROXY_SCHEDULING,
+    PROXY_SIDECAR, SKIP_INBOUND_PORTS, SKIP_OUTBOUND_CIDRS, SKIP_OUTBOUND_PORTS,
 };
-pub use crate::config::{Image, MeshConfig, Ports, Resources, SidecarMode, VERSION};
+pub use crate::config::{
+    Image, MeshConfig, Ports, ProxyScheduling, Resources, SidecarMode, VERSION,
+};
 pub use crate::containers::{TOKEN_VOLUME, TRUST_ANCHORS_VOLUME, XTABLES_LOCK_VOLUME};
 pub use crate::error::{CertError, ConfigError, MalformedReview, Rejection};
 pub use crate::skip::{NAMESPACE_LABEL, SYSTEM_NAMESPACES, SkipReason};

@@ -416,6 +416,7 @@ controllerIdentity: spiffe://prod.example.com/ns/mesh/sa/controller
 trustDomain: prod.example.com
 identityAudience: mesh.example.com
 proxyUid: 3000
+proxyScheduling: batch
 ports: {inbound: 15006, outbound: 15001, admin: 15020}
 skipOutboundPorts: "443"
 skipOutboundCidrs: 10.96.0.1/32
@@ -471,6 +472,7 @@ skipOutboundCidrs: 10.96.0.1/32
         json!({"name": "TRELLIS_OUTBOUND_ADDR", "value": "127.0.0.1:15001"}),
         json!({"name": "TRELLIS_ADMIN_ADDR", "value": "0.0.0.0:15020"}),
         json!({"name": "TRELLIS_OPAQUE_PORTS", "value": "3306"}),
+        json!({"name": "TRELLIS_SCHEDULING", "value": "batch"}),
     ] {
         assert!(env.contains(&expected), "missing {expected}");
     }
@@ -485,6 +487,30 @@ skipOutboundCidrs: 10.96.0.1/32
         "mesh.example.com"
     );
     typed(&patched);
+}
+
+#[test]
+fn the_scheduling_policy_comes_from_the_mesh_config_unless_the_pod_names_one() {
+    let scheduling = |config: &MeshConfig, annotations: &[(&str, &str)]| {
+        let patched = injected_with(&with_annotations(&shop_pod(), annotations), config);
+        let proxy = container(&patched, "initContainers", PROXY_CONTAINER);
+        env_value(proxy, "TRELLIS_SCHEDULING").map(str::to_owned)
+    };
+    let stock = MeshConfig::default();
+    let batch = MeshConfig::from_yaml("proxyScheduling: batch").expect("a valid mesh config");
+    let annotated = |value| [("trellis.io/proxy-scheduling", value)];
+    // Written even when it is the proxy's own default, so an image with another
+    // default cannot change what the mesh config says.
+    assert_eq!(scheduling(&stock, &[]).as_deref(), Some("normal"));
+    assert_eq!(scheduling(&batch, &[]).as_deref(), Some("batch"));
+    assert_eq!(
+        scheduling(&stock, &annotated("batch")).as_deref(),
+        Some("batch")
+    );
+    assert_eq!(
+        scheduling(&batch, &annotated("normal")).as_deref(),
+        Some("normal")
+    );
 }
 
 /// `pod` as injected explicitly with `config`.

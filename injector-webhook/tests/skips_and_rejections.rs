@@ -216,6 +216,11 @@ fn every_bad_override_rejects_the_pod_naming_its_annotation() {
             "sidecar",
             "must be native or classic",
         ),
+        (
+            "trellis.io/proxy-scheduling",
+            "fifo",
+            "must be normal or batch",
+        ),
         ("trellis.io/proxy-cpu-request", "1.2.3", "is not a quantity"),
         ("trellis.io/proxy-cpu-limit", "-1", "is not a quantity"),
         (
@@ -389,6 +394,14 @@ fn the_mesh_config_reports_bad_fields_by_name() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("unknown field `proxyUID`"), "{error}");
+    // A policy the proxy does not have is refused with where it was written.
+    let error = MeshConfig::from_yaml("sidecar: native\nproxyScheduling: fifo")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("proxyScheduling") && error.contains("line 2"),
+        "{error}"
+    );
     assert_eq!(MeshConfig::from_yaml("").unwrap(), MeshConfig::default());
     assert_eq!(MeshConfig::from_yaml("{}").unwrap(), MeshConfig::default());
     // The default config survives its own YAML.

@@ -11,6 +11,7 @@ use serde::Serialize;
 use trellis_identity::SpiffeId;
 
 use crate::peers::PeerSource;
+use crate::scheduling::Scheduling;
 
 /// Everything the proxy needs to know before it accepts its first connection.
 #[derive(Clone, Debug, Serialize)]
@@ -63,6 +64,9 @@ pub struct Config {
     /// Threads serving connections, each a single-threaded event loop with pools of
     /// its own ([`crate::shard`]); the first also runs the control plane.
     pub workers: usize,
+    /// The CPU scheduling policy of those threads, set by `main` before it starts
+    /// them ([`crate::scheduling`]).
+    pub scheduling: Scheduling,
 }
 
 impl Config {
@@ -94,6 +98,7 @@ impl Config {
             response_timeout: Duration::from_secs(30),
             opaque_ports: Vec::new(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            scheduling: Scheduling::default(),
         }
     }
 }

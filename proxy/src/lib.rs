@@ -20,7 +20,8 @@
 //!   [`transport`]: the header that names the app port of an opaque mesh connection;
 //! - [`inbound`] and [`outbound`]: the connection-level stages that chain the rest;
 //! - [`shard`]: the threads that run them, one event loop and one set of pools
-//!   each, and which of them serves a new connection.
+//!   each, and which of them serves a new connection; [`scheduling`]: how the
+//!   kernel schedules those threads.
 //!
 //! Beside it: [`identity`] (key pair, CSR, certificate and its renewal),
 //! [`discovery`] (the stream of services, endpoints, routes and policies from the
@@ -48,6 +49,7 @@ pub mod opaque;
 pub mod orig_dst;
 pub mod outbound;
 pub mod peers;
+pub mod scheduling;
 pub mod shard;
 pub mod tally;
 pub mod tls;

@@ -57,4 +57,22 @@ impl PodPair {
             &["--http1.1", "--output", "/dev/null", &url],
         )
     }
+
+    /// [`download`](Self::download), which must arrive whole with a 200: curl checks
+    /// the body against its Content-Length, so a short one is an error. A failure
+    /// carries curl's stderr and both sidecars' logs.
+    pub fn download_whole(&self, port: u16, bytes: u64) -> anyhow::Result<()> {
+        let run = self.download(port, bytes)?;
+        let transfer = run.transfer()?;
+        anyhow::ensure!(
+            transfer.status == 200 && transfer.error.is_none(),
+            "curl: status {}, error {:?}: {}\nclient sidecar:\n{}\nserver sidecar:\n{}",
+            transfer.status,
+            transfer.error,
+            run.stderr,
+            self.client.proxy_log(),
+            self.server.proxy_log()
+        );
+        Ok(())
+    }
 }

@@ -66,6 +66,12 @@ impl ProxyConfig {
         self.json["discovery"]["pods"][ip.to_string()].as_str()
     }
 
+    /// A field of the flags and environment the proxy started with (`workers`,
+    /// `scheduling`, …), as JSON.
+    pub fn flag(&self, name: &str) -> &serde_json::Value {
+        &self.json["config"][name]
+    }
+
     /// The version of the set of `type_url` in force, if one has arrived.
     pub fn version(&self, type_url: &str) -> Option<&str> {
         self.json["discovery"]["versions"][type_url]["version"].as_str()

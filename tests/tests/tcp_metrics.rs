@@ -30,13 +30,7 @@ fn every_connection_of_an_http_download_counts_open_close_and_bytes() -> anyhow:
     }
     let mut pods = PodPair::start(&[])?;
     let _app = HttpApp::start_in(pods.server.netns(), APP_PORT, "server")?;
-    let run = pods.download(APP_PORT, BODY)?;
-    anyhow::ensure!(
-        run.transfer()?.status == 200,
-        "curl: {}\n{}",
-        run.stderr,
-        pods.client.proxy_log()
-    );
+    pods.download_whole(APP_PORT, BODY)?;
     let (client, server) = (&pods.client, &pods.server);
     let body = BODY as f64;
 

@@ -133,6 +133,9 @@ impl Mesh {
             if let Some(workers) = programs.trellis_workers {
                 proxy.arg("--workers").arg(workers.to_string());
             }
+            if let Some(policy) = &programs.trellis_scheduling {
+                proxy.arg("--scheduling").arg(policy);
+            }
             // A log line per connection would be a cost HAProxy and nginx (logging
             // off) do not pay; warnings and errors still reach the log.
             proxy.env("RUST_LOG", "warn");
