@@ -67,7 +67,8 @@ pub struct MeshConfig {
     /// The CPU scheduling policy of the proxy's threads (`TRELLIS_SCHEDULING`),
     /// overridable per pod by annotation: `normal`, the kernel's default, or `batch`,
     /// which costs less CPU per request on nodes with idle CPUs and lengthens the
-    /// tail when every CPU is busy (BENCHMARKS.md, "Scheduling") (default: `normal`).
+    /// tail when every CPU is busy (`bench/results/2026-12-05-scheduling/`)
+    /// (default: `normal`).
     pub proxy_scheduling: ProxyScheduling,
     /// The proxy's ports.
     pub ports: Ports,

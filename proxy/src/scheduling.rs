@@ -9,12 +9,12 @@
 //! never preempts the running one: it waits until that thread sleeps or its slice
 //! ends at a scheduler tick.
 //!
-//! Which is better depends on the node (BENCHMARKS.md, "Scheduling"): with idle
-//! CPUs, `batch` cut the sidecar's CPU per request by a third or more and its added
-//! latency with it; with one of two CPUs busy the two were alike; with every CPU
-//! busy, `batch` doubled p99, since each wake-up of the proxy waited for a tick.
-//! The kernel's default is therefore the default here, and `batch` an option for
-//! nodes that keep CPU to spare.
+//! Which is better depends on the node (`bench/results/2026-12-05-scheduling/`):
+//! with idle CPUs, `batch` cut the sidecar's CPU per request by more than half and
+//! its added latency with it; with one of two CPUs busy the two were alike; with
+//! every CPU busy, `batch` doubled p99, since each wake-up of the proxy waited for a
+//! tick. The kernel's default is therefore the default here, and `batch` an option
+//! for nodes that keep CPU to spare.
 //!
 //! The policy belongs to a thread and is inherited by the threads it starts, so
 //! `main` sets it once, before the runtime and the shards exist. No privilege is
