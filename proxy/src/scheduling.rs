@@ -96,9 +96,16 @@ mod tests {
     use super::*;
 
     /// Sets `policy` on a fresh thread (so the test runner's threads keep theirs) and
-    /// reads back what a thread started after it runs under.
+    /// reads back what a thread started after it runs under. The thread first runs
+    /// under the other policy, so that either answer is a change the call made.
     fn inherited_by_a_new_thread(policy: Scheduling) -> Option<Scheduling> {
+        let other = match policy {
+            Scheduling::Batch => Scheduling::Normal,
+            Scheduling::Normal => Scheduling::Batch,
+        };
         std::thread::spawn(move || {
+            other.apply_to_this_thread().expect("set the other policy");
+            assert_eq!(Scheduling::of_this_thread().ok().flatten(), Some(other));
             policy.apply_to_this_thread().expect("set the policy");
             std::thread::spawn(|| Scheduling::of_this_thread().expect("read the policy"))
                 .join()
