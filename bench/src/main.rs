@@ -117,6 +117,11 @@ struct RunArgs {
     /// reference proxies run under the kernel's default.
     #[arg(long, env = "TRELLIS_BENCH_PROXY_SCHEDULING", value_parser = ["batch", "normal"])]
     proxy_scheduling: Option<String>,
+    /// The TCP congestion control trellis-proxy-init names on the Trellis pods' local
+    /// routes (`--local-congestion-control`: an algorithm, or keep); by default its own,
+    /// reno.
+    #[arg(long, env = "TRELLIS_BENCH_LOCAL_CONGESTION_CONTROL")]
+    local_congestion_control: Option<String>,
     /// The TCP congestion control of the pods (`cubic`, `bbr`, …; one this kernel
     /// offers); by default they keep the host's. With BBR, the kernel paces every
     /// connection with a timer per burst, which on some hosts caps even the direct
@@ -392,6 +397,7 @@ fn run_scenarios(args: RunArgs) -> anyhow::Result<()> {
             trellis_dir,
             trellis_workers: args.proxy_workers,
             trellis_scheduling: args.proxy_scheduling,
+            trellis_local_congestion_control: args.local_congestion_control,
         },
         install: !args.no_install,
         pods: !args.loopback,

@@ -127,6 +127,9 @@ pub struct Programs {
     pub trellis_workers: Option<u16>,
     /// `--scheduling` for the Trellis sidecars; `None` keeps the proxy's default.
     pub trellis_scheduling: Option<String>,
+    /// `--local-congestion-control` for trellis-proxy-init in the Trellis pods; `None`
+    /// keeps its default.
+    pub trellis_local_congestion_control: Option<String>,
 }
 
 /// A started scenario. Dropping it stops every process it started.

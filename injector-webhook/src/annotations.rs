@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::config::{MeshConfig, ProxyScheduling, Resources, SidecarMode};
 use crate::error::Rejection;
-use crate::values::{CidrList, PortList, quantity};
+use crate::values::{CidrList, CongestionControl, PortList, quantity};
 
 /// On a pod, as a label or an annotation: `enabled` meshes the pod in a namespace
 /// without the label; `disabled` opts it out. Only the label form is visible to the
@@ -31,6 +31,9 @@ pub const OPAQUE_PORTS: &str = "trellis.io/opaque-ports";
 pub const PROXY_SIDECAR: &str = "trellis.io/proxy-sidecar";
 /// `normal` or `batch`: this pod's proxy scheduling policy, instead of the mesh config's.
 pub const PROXY_SCHEDULING: &str = "trellis.io/proxy-scheduling";
+/// `keep` or an algorithm: the congestion control of this pod's local routes, instead
+/// of the mesh config's.
+pub const LOCAL_CONGESTION_CONTROL: &str = "trellis.io/local-congestion-control";
 pub const PROXY_CPU_REQUEST: &str = "trellis.io/proxy-cpu-request";
 pub const PROXY_CPU_LIMIT: &str = "trellis.io/proxy-cpu-limit";
 pub const PROXY_MEMORY_REQUEST: &str = "trellis.io/proxy-memory-request";
@@ -116,6 +119,7 @@ pub struct Effective {
     pub opaque_ports: Vec<u16>,
     pub sidecar: SidecarMode,
     pub proxy_scheduling: ProxyScheduling,
+    pub local_congestion_control: CongestionControl,
     pub proxy_resources: Resources,
 }
 
@@ -178,6 +182,11 @@ pub fn effective(
             ));
         }
     };
+    let local_congestion_control = match annotations.get(LOCAL_CONGESTION_CONTROL) {
+        None => config.local_congestion_control.clone(),
+        Some(text) => CongestionControl::parse(text)
+            .map_err(|reason| invalid(LOCAL_CONGESTION_CONTROL, text, reason))?,
+    };
     Ok(Effective {
         skip_inbound_ports,
         skip_outbound_ports,
@@ -185,6 +194,7 @@ pub fn effective(
         opaque_ports,
         sidecar,
         proxy_scheduling,
+        local_congestion_control,
         proxy_resources: proxy_resources(annotations, &config.proxy_resources)?,
     })
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use trellis_identity::TrustAnchors;
 
 use crate::error::ConfigError;
-use crate::values::{CidrList, PortList, quantity};
+use crate::values::{CidrList, CongestionControl, PortList, quantity};
 
 /// The version of this injector, recorded on every pod it injects and the default tag
 /// of both images, so that the injector and the proxies it adds are released together.
@@ -70,6 +70,12 @@ pub struct MeshConfig {
     /// tail when every CPU is busy (`bench/results/2026-12-05-scheduling/`)
     /// (default: `normal`).
     pub proxy_scheduling: ProxyScheduling,
+    /// The TCP congestion control proxy-init names on the routes to the pod's own
+    /// addresses, where the app and its proxy talk over loopback
+    /// (`--local-congestion-control`), overridable per pod by annotation: an
+    /// algorithm the nodes' kernels have, or `keep` for the node's default. Reno never
+    /// paces, as a node default of BBR does (default: `reno`).
+    pub local_congestion_control: CongestionControl,
     /// The proxy's ports.
     pub ports: Ports,
     /// The proxy container's resources, each overridable per pod by annotation
@@ -191,6 +197,7 @@ impl Default for MeshConfig {
             classic_hold_command: None,
             proxy_uid: 2102,
             proxy_scheduling: ProxyScheduling::Normal,
+            local_congestion_control: CongestionControl::default(),
             ports: Ports::default(),
             proxy_resources: Resources {
                 cpu_request: Some("100m".into()),

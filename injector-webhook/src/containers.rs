@@ -70,6 +70,11 @@ pub fn proxy_init(config: &MeshConfig, effective: &Effective) -> Value {
         format!("--outbound-port={}", ports.outbound),
         format!("--admin-port={}", ports.admin),
         format!("--proxy-uid={}", config.proxy_uid),
+        // Always written, so that the mesh config, not the image's default, decides.
+        format!(
+            "--local-congestion-control={}",
+            effective.local_congestion_control.as_str()
+        ),
     ];
     if !effective.skip_inbound_ports.is_empty() {
         args.push(format!(

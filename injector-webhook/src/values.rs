@@ -1,6 +1,6 @@
 //! The value syntaxes operators write in annotations and in the mesh config: port lists
-//! (`25,443,8000-8100`), network lists (`10.0.0.0/8,fd00::/8`) and Kubernetes resource
-//! quantities (`100m`, `64Mi`).
+//! (`25,443,8000-8100`), network lists (`10.0.0.0/8,fd00::/8`), Kubernetes resource
+//! quantities (`100m`, `64Mi`) and TCP congestion controls (`reno`, `keep`).
 //!
 //! They are checked here, at admission, with the same rules `trellis-proxy-init` and
 //! the API server apply later: a value that would fail there fails here instead, with
@@ -283,5 +283,68 @@ mod tests {
         ] {
             assert!(quantity(bad).is_err(), "{bad:?} accepted");
         }
+    }
+}
+
+/// What proxy-init's `--local-congestion-control` takes: `keep`, or the name of a TCP
+/// congestion control, at most 15 letters, digits, `_` or `-` (the kernel's limit).
+/// Whether the node's kernel has it, only the node can say.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(into = "String")]
+pub struct CongestionControl(String);
+
+impl CongestionControl {
+    pub fn parse(text: &str) -> Result<CongestionControl, String> {
+        let valid = !text.is_empty()
+            && text.len() <= 15
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if valid {
+            Ok(CongestionControl(text.to_owned()))
+        } else {
+            Err(
+                "must be keep or the name of a TCP congestion control such as reno or cubic \
+                 (at most 15 letters, digits, _ or -)"
+                    .to_owned(),
+            )
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for CongestionControl {
+    /// Reno: built into every kernel, and never paced as BBR paces.
+    fn default() -> Self {
+        CongestionControl("reno".to_owned())
+    }
+}
+
+// Checked while the YAML scalar is read, so that the error carries the field's name,
+// line and column.
+impl<'de> serde::Deserialize<'de> for CongestionControl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = CongestionControl;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("keep or the name of a TCP congestion control")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                CongestionControl::parse(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+impl From<CongestionControl> for String {
+    fn from(value: CongestionControl) -> String {
+        value.0
     }
 }

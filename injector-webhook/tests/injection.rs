@@ -95,7 +95,8 @@ fn proxy_init_runs_as_root_with_only_the_network_capabilities() {
             "--inbound-port=4143",
             "--outbound-port=4140",
             "--admin-port=4191",
-            "--proxy-uid=2102"
+            "--proxy-uid=2102",
+            "--local-congestion-control=reno"
         ])
     );
     assert_eq!(
@@ -417,6 +418,7 @@ trustDomain: prod.example.com
 identityAudience: mesh.example.com
 proxyUid: 3000
 proxyScheduling: batch
+localCongestionControl: keep
 ports: {inbound: 15006, outbound: 15001, admin: 15020}
 skipOutboundPorts: "443"
 skipOutboundCidrs: 10.96.0.1/32
@@ -451,6 +453,7 @@ skipOutboundCidrs: 10.96.0.1/32
             "--outbound-port=15001",
             "--admin-port=15020",
             "--proxy-uid=3000",
+            "--local-congestion-control=keep",
             "--skip-outbound-ports=443,5432,6379-6380",
             "--skip-outbound-cidrs=10.96.0.1/32,fd00::/8",
         ])
@@ -511,6 +514,31 @@ fn the_scheduling_policy_comes_from_the_mesh_config_unless_the_pod_names_one() {
         scheduling(&batch, &annotated("normal")).as_deref(),
         Some("normal")
     );
+}
+
+#[test]
+fn the_local_congestion_control_comes_from_the_mesh_config_unless_the_pod_names_one() {
+    let flag = |config: &MeshConfig, annotations: &[(&str, &str)]| {
+        let patched = injected_with(&with_annotations(&shop_pod(), annotations), config);
+        let init = container(&patched, "initContainers", PROXY_INIT_CONTAINER);
+        init["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|arg| arg.as_str()?.strip_prefix("--local-congestion-control="))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let stock = MeshConfig::default();
+    let cubic =
+        MeshConfig::from_yaml("localCongestionControl: cubic").expect("a valid mesh config");
+    let annotated = |value| [("trellis.io/local-congestion-control", value)];
+    // Written even when it is proxy-init's own default, so an image with another
+    // default cannot change what the mesh config says.
+    assert_eq!(flag(&stock, &[]), ["reno"]);
+    assert_eq!(flag(&cubic, &[]), ["cubic"]);
+    assert_eq!(flag(&stock, &annotated("keep")), ["keep"]);
+    assert_eq!(flag(&cubic, &annotated("reno")), ["reno"]);
 }
 
 /// `pod` as injected explicitly with `config`.

@@ -221,6 +221,11 @@ fn every_bad_override_rejects_the_pod_naming_its_annotation() {
             "fifo",
             "must be normal or batch",
         ),
+        (
+            "trellis.io/local-congestion-control",
+            "reno;reboot",
+            "must be keep or the name of a TCP congestion control",
+        ),
         ("trellis.io/proxy-cpu-request", "1.2.3", "is not a quantity"),
         ("trellis.io/proxy-cpu-limit", "-1", "is not a quantity"),
         (
@@ -400,6 +405,15 @@ fn the_mesh_config_reports_bad_fields_by_name() {
         .to_string();
     assert!(
         error.contains("proxyScheduling") && error.contains("line 2"),
+        "{error}"
+    );
+    let error = MeshConfig::from_yaml("sidecar: native\nlocalCongestionControl: reno cubic")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("localCongestionControl")
+            && error.contains("line 2")
+            && error.contains("must be keep or the name"),
         "{error}"
     );
     assert_eq!(MeshConfig::from_yaml("").unwrap(), MeshConfig::default());

@@ -181,7 +181,7 @@ fn is_permission_problem(stderr: &str) -> bool {
 }
 
 /// A child's stderr as one line, so the error stays one line too.
-fn one_line(stderr: &[u8]) -> String {
+pub(crate) fn one_line(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let lines: Vec<&str> = text
         .lines()

@@ -65,6 +65,16 @@ pub enum Error {
     )]
     RootExempted { flag: &'static str, env: String },
 
+    #[error(
+        "invalid {flag} (env {env}) {value:?}: expected keep, or the name of a TCP \
+         congestion control such as reno or cubic (at most 15 letters, digits, _ or -)"
+    )]
+    InvalidCongestionControl {
+        flag: &'static str,
+        env: String,
+        value: String,
+    },
+
     #[error("invalid {flag} (env {env}) {value:?}: {reason}; expected e.g. 10.0.0.0/8,fd00::/8")]
     InvalidCidrs {
         flag: &'static str,
@@ -147,7 +157,8 @@ impl Error {
             Error::InvalidPorts { .. }
             | Error::InvalidPort { .. }
             | Error::SamePort { .. }
-            | Error::RootExempted { .. } => EXIT_USAGE,
+            | Error::RootExempted { .. }
+            | Error::InvalidCongestionControl { .. } => EXIT_USAGE,
             Error::InvalidCidrs { .. } => EXIT_BAD_CIDR,
             Error::UnknownBackend { .. } => EXIT_UNKNOWN_BACKEND,
             Error::BinaryNotFound { .. } | Error::NoBackend | Error::CannotRun { .. } => {

@@ -1,5 +1,6 @@
 //! Trellis proxy-init: computes, installs and removes the netfilter rules that send a
-//! pod's TCP traffic through its sidecar proxy, and checks that they work.
+//! pod's TCP traffic through its sidecar proxy, and checks that they work; and names
+//! the TCP congestion control of the pod's local routes.
 //!
 //! It runs once per pod, as an init container (or from `meshctl local run`), as root
 //! with `CAP_NET_ADMIN` in the pod's network namespace, before the app starts. Every
@@ -7,7 +8,8 @@
 //! the *current* network namespace, and only the two jumps into them touch chains that
 //! other software shares: an operator can trust that every TCP connection into and out
 //! of the pod passes the proxy except the ones they excluded, and that nothing else is
-//! changed.
+//! changed but the congestion control of the routes to the pod's own addresses
+//! (below).
 //!
 //! # The rules, and why each exists
 //!
@@ -61,13 +63,23 @@
 //! pass applied, the IPv4 nat table is put back as it was. `--cleanup` removes the jumps
 //! and chains (or the table), and nothing else.
 //!
+//! # Local routes
+//!
+//! After the rules, every route of the namespace's `local` table (the pod's own
+//! addresses, loopback among them) gets `congctl reno`, so that the connections
+//! between the app and its sidecar are not paced by a node default such as BBR;
+//! routes to anywhere else keep the node's choice (`local_routes.rs`,
+//! `--local-congestion-control`, `keep` to leave them). It is done with `ip -batch`;
+//! its failure is a warning, since it changes only how fast the pod's loopback runs.
+//! `--cleanup` takes the algorithm off again.
+//!
 //! # Exit codes
 //!
 //! | code | meaning |
 //! | --- | --- |
 //! | 0 | rules installed or removed, `--dry-run` printed the documents, or `validate` passed |
 //! | 1 | I/O failure of our own: a pipe to iptables, or stdout |
-//! | 2 | invalid command line: unknown flag, malformed port or port list, two proxy ports the same, UID/GID 0 |
+//! | 2 | invalid command line: unknown flag, malformed port or port list, two proxy ports the same, UID/GID 0, a malformed `--local-congestion-control` |
 //! | 3 | a firewall binary (`iptables-*`, `ip6tables-*`, `nft`) not found or not executable |
 //! | 4 | permission denied: not root, or no `CAP_NET_ADMIN` |
 //! | 5 | reading the current rules failed for another reason |
@@ -85,6 +97,7 @@
 //!   tests in `restore/tests.rs`. `table.rs`: reading an `iptables-save -t nat` dump.
 //! - `nftables.rs`: [`render_nftables`], the `table inet trellis` document.
 //! - `backend.rs`: installing and removing with one backend; `detect.rs`: `auto`.
+//! - `local_routes.rs`: the congestion control of the local routes, with `ip`.
 //! - `command.rs`, `iptables.rs`, `nft.rs`: running the binaries.
 //! - `validate.rs`: [`validate`], the check that traffic really is redirected.
 //! - `error.rs`: [`Error`], one variant per cause, and the exit codes.
@@ -95,6 +108,7 @@ mod command;
 mod detect;
 mod error;
 mod iptables;
+mod local_routes;
 mod nft;
 mod nftables;
 mod ports;
@@ -104,7 +118,7 @@ mod settings;
 mod table;
 mod validate;
 
-pub use backend::{Backend, BackendChoice, Binaries, Flavour, Pass};
+pub use backend::{Backend, BackendChoice, Binaries, Flavour, Pass, kernel_has_ipv6};
 pub use cidr::{Cidr, CidrList, Family};
 pub use detect::detect;
 pub use error::{
@@ -113,6 +127,10 @@ pub use error::{
     env_of,
 };
 pub use iptables::Iptables;
+pub use local_routes::{
+    Ip, LocalCongestion, LocalRoute, RouteError, render_cleanup as render_local_routes_cleanup,
+    render_install as render_local_routes,
+};
 pub use nft::Nft;
 pub use nftables::{NFT_TABLE, render_nftables, render_nftables_cleanup};
 pub use ports::{PortList, PortSpec, port_for_flag};

@@ -12,8 +12,9 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use tracing::{info, warn};
 use trellis_proxy_init::{
-    Backend, BackendChoice, Binaries, CidrList, Error, Flavour, Pass, PortList, Settings,
-    Validation, detect, port_for_flag, validate,
+    Backend, BackendChoice, Binaries, CidrList, Error, Family, Flavour, Ip, LocalCongestion, Pass,
+    PortList, RouteError, Settings, Validation, detect, kernel_has_ipv6, port_for_flag,
+    render_local_routes, render_local_routes_cleanup, validate,
 };
 
 /// Installs the rules that send a pod's TCP traffic through its Trellis proxy.
@@ -118,6 +119,18 @@ struct InstallArgs {
     )]
     backend: String,
 
+    /// The TCP congestion control of the routes to the pod's own addresses (loopback
+    /// among them), where the app and the proxy talk: an algorithm the kernel has, or
+    /// `keep` to leave them as they are. Reno never paces, as a node default of BBR
+    /// would on loopback.
+    #[arg(
+        long,
+        env = "TRELLIS_LOCAL_CONGESTION_CONTROL",
+        default_value = "reno",
+        value_name = "NAME"
+    )]
+    local_congestion_control: String,
+
     /// Print the exact documents instead of applying them.
     // Boolish, so that `TRELLIS_DRY_RUN=1` / `yes` / `false` work as in shell scripts.
     #[arg(long, env = "TRELLIS_DRY_RUN", value_parser = BoolishValueParser::new())]
@@ -151,6 +164,10 @@ struct InstallArgs {
         value_name = "BINARY"
     )]
     nft: PathBuf,
+
+    /// The ip binary (iproute2), which sets the local routes' congestion control.
+    #[arg(long, env = "TRELLIS_IP", default_value = "ip", value_name = "BINARY")]
+    ip: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -247,12 +264,21 @@ fn run(args: &InstallArgs) -> Result<(), Error> {
     // Every flag is checked before anything is read or changed.
     let settings = args.settings()?;
     let choice = BackendChoice::parse(&args.backend)?;
+    let congestion = LocalCongestion::for_flag(&args.local_congestion_control)?;
     let binaries = args.binaries();
-    let (passes, backends) = if args.cleanup {
+    let (mut passes, backends) = if args.cleanup {
         cleanup(choice, &binaries, args.dry_run)?
     } else {
         install(&settings, choice, &binaries, args.dry_run)?
     };
+    let ip = Ip::new(&args.ip);
+    match local_routes(&ip, &congestion, settings.ipv6, args.cleanup, args.dry_run) {
+        Ok(pass) => passes.extend(pass),
+        Err(error) => warn!(
+            %error,
+            "the pod's local routes keep their congestion control (--local-congestion-control)"
+        ),
+    }
     if args.dry_run {
         return print(&passes);
     }
@@ -349,6 +375,44 @@ fn cleanup(
         passes.extend(backend.cleanup(dry_run)?);
     }
     Ok((passes, backends))
+}
+
+/// Names `congestion`'s algorithm on the pod's local routes, or with `cleanup` takes
+/// it off them; with `dry_run`, returns the document as a pass to print instead.
+fn local_routes(
+    ip: &Ip,
+    congestion: &LocalCongestion,
+    ipv6: bool,
+    cleanup: bool,
+    dry_run: bool,
+) -> Result<Option<Pass>, RouteError> {
+    if *congestion == LocalCongestion::Keep {
+        return Ok(None);
+    }
+    let mut routes = ip.local_routes(Family::V4)?;
+    if ipv6 && kernel_has_ipv6() {
+        routes.extend(ip.local_routes(Family::V6)?);
+    }
+    let document = if cleanup {
+        render_local_routes_cleanup(&routes, congestion)
+    } else {
+        render_local_routes(&routes, congestion)
+    };
+    if dry_run {
+        return Ok(Some(Pass {
+            command: ip.command(),
+            document,
+        }));
+    }
+    ip.apply(&document)?;
+    info!(
+        ?congestion,
+        routes = routes.len(),
+        changes = document.lines().count(),
+        cleanup,
+        "local routes"
+    );
+    Ok(None)
 }
 
 fn every_backend(binaries: &Binaries) -> [Backend; 3] {

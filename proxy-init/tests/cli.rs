@@ -3,7 +3,8 @@
 //!
 //! `testdata/fake-iptables` stands in for all four iptables binaries where a test needs
 //! them to answer in a particular way; naming binaries also keeps `auto` from looking
-//! at the host's real tables.
+//! at the host's real tables. `testdata/fake-ip` stands in for `ip` in every test, so
+//! that none reads or changes the routes of the namespace the tests run in.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -26,8 +27,22 @@ const DEFAULT_IPV4: &str = r#"*nat
 COMMIT
 "#;
 
+/// The `ip -batch` document for the fake's local routes, in the default settings.
+const DEFAULT_LOCAL_ROUTES_IPV4: &str = "\
+route replace local 10.0.0.5 dev eth0 proto kernel table local src 10.0.0.5 scope host congctl reno
+route replace local 127.0.0.1 dev lo proto kernel table local src 127.0.0.1 scope host congctl reno
+";
+const DEFAULT_LOCAL_ROUTES_IPV6: &str = "\
+route replace local ::1 dev lo proto kernel metric 1024 table local congctl reno
+route del local ::1 dev lo proto kernel metric 0 table local
+";
+
 fn fake_iptables() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/fake-iptables")
+}
+
+fn fake_ip() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/fake-ip")
 }
 
 /// proxy-init with all four iptables binaries replaced by the fake, answering as `mode`
@@ -49,7 +64,8 @@ fn proxy_init_with_fake(mode: &str, record: &Record) -> Command {
     command
 }
 
-/// The binary, seeing only the flags and environment each test gives it.
+/// The binary, seeing only the flags and environment each test gives it, and the
+/// fake `ip`.
 fn proxy_init() -> Command {
     let mut command = Command::new(PROXY_INIT);
     for (key, _) in std::env::vars_os() {
@@ -57,6 +73,7 @@ fn proxy_init() -> Command {
             command.env_remove(key);
         }
     }
+    command.env("TRELLIS_IP", fake_ip());
     command
 }
 
@@ -113,8 +130,10 @@ fn dry_run_prints_both_documents_even_where_iptables_cannot_be_read() {
     ]));
     assert!(output.status.success(), "{output:?}");
     let expected = format!(
-        "# iptables-nft-restore -w --noflush\n{DEFAULT_IPV4}# ip6tables-nft-restore -w --noflush\n{}",
-        DEFAULT_IPV4.replace("127.0.0.0/8", "::1/128")
+        "# iptables-nft-restore -w --noflush\n{DEFAULT_IPV4}# ip6tables-nft-restore -w --noflush\n{}\
+         # {} -batch -\n{DEFAULT_LOCAL_ROUTES_IPV4}{DEFAULT_LOCAL_ROUTES_IPV6}",
+        DEFAULT_IPV4.replace("127.0.0.0/8", "::1/128"),
+        fake_ip().display()
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
 }
@@ -128,7 +147,10 @@ fn with_ipv6_off_dry_run_prints_only_the_ipv4_document() {
         "/nonexistent/iptables-save",
     ]));
     assert!(output.status.success(), "{output:?}");
-    let expected = format!("# iptables-nft-restore -w --noflush\n{DEFAULT_IPV4}");
+    let expected = format!(
+        "# iptables-nft-restore -w --noflush\n{DEFAULT_IPV4}# {} -batch -\n{DEFAULT_LOCAL_ROUTES_IPV4}",
+        fake_ip().display()
+    );
     assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
 }
 
@@ -164,9 +186,13 @@ fn the_documents_applied_are_the_ones_dry_run_prints() {
     assert!(applied.status.success(), "{applied:?}");
 
     let restores = record.restores();
-    assert_eq!(restores.len(), 2, "one restore per family: {restores:?}");
+    assert_eq!(
+        restores.len(),
+        3,
+        "one restore per family, then the routes: {restores:?}"
+    );
     let mut printed = String::new();
-    for (arguments, document) in &restores {
+    for (arguments, document) in &restores[..2] {
         assert_eq!(arguments, "-w --noflush");
         assert!(document.contains("--dports 443,6379:6380"), "{document}");
         printed.push_str(&format!(
@@ -174,6 +200,13 @@ fn the_documents_applied_are_the_ones_dry_run_prints() {
             fake_iptables().display()
         ));
     }
+    let (arguments, document) = &restores[2];
+    assert_eq!(arguments, "ip -batch -");
+    assert_eq!(
+        document,
+        &format!("{DEFAULT_LOCAL_ROUTES_IPV4}{DEFAULT_LOCAL_ROUTES_IPV6}")
+    );
+    printed.push_str(&format!("# {} -batch -\n{document}", fake_ip().display()));
     assert_eq!(String::from_utf8_lossy(&dry_run.stdout), printed);
 }
 
@@ -329,4 +362,49 @@ fn validate_fails_with_its_own_exit_code_when_nothing_is_redirected() {
     let line = error_line(&output);
     assert!(line.starts_with("error: validation failed: "), "{line}");
     assert!(line.contains("refused the connection"), "{line}");
+}
+
+#[test]
+fn an_algorithm_ip_refuses_is_a_warning_and_the_rules_stay() {
+    let record = Record::new("ip-refuses");
+    let output = run(proxy_init_with_fake("records", &record)
+        .args(["--local-congestion-control", "nosuchalgo"])
+        .env("FAKE_IP", "rejects"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|line| line.contains("WARN"))
+        .unwrap_or_default();
+    assert!(
+        warning.contains("Unknown tcp congestion algorithm")
+            && warning.contains("--local-congestion-control"),
+        "the warning gives ip's words and the flag: {stderr}"
+    );
+    assert_eq!(record.restores().len(), 2, "both families' rules applied");
+}
+
+#[test]
+fn keep_leaves_the_routes_out_and_a_malformed_name_is_refused() {
+    let output = run(proxy_init().args([
+        "--dry-run",
+        "--ipv6=false",
+        "--iptables-save",
+        "/nonexistent/iptables-save",
+        "--local-congestion-control",
+        "keep",
+    ]));
+    assert!(output.status.success(), "{output:?}");
+    let expected = format!("# iptables-nft-restore -w --noflush\n{DEFAULT_IPV4}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), expected);
+
+    let output = run(proxy_init().env("TRELLIS_LOCAL_CONGESTION_CONTROL", "reno cubic"));
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let line = error_line(&output);
+    assert!(
+        line.contains("--local-congestion-control")
+            && line.contains("TRELLIS_LOCAL_CONGESTION_CONTROL")
+            && line.contains("\"reno cubic\""),
+        "{line}"
+    );
 }

@@ -106,6 +106,9 @@ impl Mesh {
             write(&token_file, &token)?;
 
             let mut init = trellis_command(topology.command(place, bin(PROXY_INIT)));
+            if let Some(algorithm) = &programs.trellis_local_congestion_control {
+                init.arg("--local-congestion-control").arg(algorithm);
+            }
             run_to_end(&mut init, PROXY_INIT)?;
 
             let mut proxy = trellis_command(topology.command_as(place, PROXY_UID, bin(PROXY)));

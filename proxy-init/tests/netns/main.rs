@@ -6,6 +6,7 @@
 //! names say which: `redirect::nftables::outbound_connections_land_on_the_outbound_port`.
 
 mod lifecycle;
+mod local_routes;
 mod redirect;
 mod support;
 mod validate;
