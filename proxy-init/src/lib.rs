@@ -118,7 +118,7 @@ mod settings;
 mod table;
 mod validate;
 
-pub use backend::{Backend, BackendChoice, Binaries, Flavour, Pass, kernel_has_ipv6};
+pub use backend::{Backend, BackendChoice, Binaries, Flavour, Pass};
 pub use cidr::{Cidr, CidrList, Family};
 pub use detect::detect;
 pub use error::{
@@ -127,10 +127,7 @@ pub use error::{
     env_of,
 };
 pub use iptables::Iptables;
-pub use local_routes::{
-    Ip, LocalCongestion, LocalRoute, RouteError, render_cleanup as render_local_routes_cleanup,
-    render_install as render_local_routes,
-};
+pub use local_routes::{Ip, LocalCongestion, RouteError};
 pub use nft::Nft;
 pub use nftables::{NFT_TABLE, render_nftables, render_nftables_cleanup};
 pub use ports::{PortList, PortSpec, port_for_flag};

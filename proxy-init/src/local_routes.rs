@@ -29,7 +29,9 @@
 //! never leaves a pod stuck in `Init`.
 
 use serde::Deserialize;
+use tracing::info;
 
+use crate::backend::{Pass, kernel_has_ipv6};
 use crate::cidr::Family;
 use crate::command::{Binary, one_line};
 use crate::error::{Error, env_of};
@@ -89,17 +91,17 @@ impl LocalCongestion {
 /// One route of the `local` table, as `ip -json route show table local type local`
 /// prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct LocalRoute {
-    pub dst: String,
-    pub dev: String,
+struct LocalRoute {
+    dst: String,
+    dev: String,
     #[serde(default)]
-    pub protocol: Option<String>,
+    protocol: Option<String>,
     #[serde(default)]
-    pub scope: Option<String>,
+    scope: Option<String>,
     #[serde(default)]
-    pub prefsrc: Option<String>,
+    prefsrc: Option<String>,
     #[serde(default)]
-    pub metric: Option<u32>,
+    metric: Option<u32>,
     #[serde(default)]
     metrics: Vec<RouteMetric>,
 }
@@ -113,7 +115,7 @@ struct RouteMetric {
 impl LocalRoute {
     /// The algorithm the route names, if any (`congctl lock NAME` prints as
     /// `lock NAME`).
-    pub fn congestion(&self) -> Option<&str> {
+    fn congestion(&self) -> Option<&str> {
         self.metrics
             .iter()
             .find_map(|m| m.congestion.as_deref())
@@ -173,7 +175,7 @@ const IPV6_DEFAULT_METRIC: u32 = 1024;
 /// The `ip -batch` document that gives every route in `routes` the algorithm `want`
 /// names, or with [`LocalCongestion::Keep`] nothing. Routes that already name it are
 /// left alone, so a second run writes an empty document.
-pub fn render_install(routes: &[LocalRoute], want: &LocalCongestion) -> String {
+fn render_install(routes: &[LocalRoute], want: &LocalCongestion) -> String {
     let Some(algorithm) = want.algorithm() else {
         return String::new();
     };
@@ -199,7 +201,7 @@ pub fn render_install(routes: &[LocalRoute], want: &LocalCongestion) -> String {
 
 /// The `ip -batch` document that takes the algorithm `want` names off every route
 /// that names it (`--cleanup`). An IPv6 route keeps the metric it was given.
-pub fn render_cleanup(routes: &[LocalRoute], want: &LocalCongestion) -> String {
+fn render_cleanup(routes: &[LocalRoute], want: &LocalCongestion) -> String {
     let Some(algorithm) = want.algorithm() else {
         return String::new();
     };
@@ -241,8 +243,47 @@ impl Ip {
         }
     }
 
+    /// Names `want`'s algorithm on the pod's local routes (IPv6 too unless `ipv6` is
+    /// off or the kernel has none), or with `cleanup` takes it off them; with
+    /// `dry_run`, returns the document as a pass to print instead of applying it.
+    pub fn set_local_routes(
+        &self,
+        want: &LocalCongestion,
+        ipv6: bool,
+        cleanup: bool,
+        dry_run: bool,
+    ) -> Result<Option<Pass>, RouteError> {
+        if *want == LocalCongestion::Keep {
+            return Ok(None);
+        }
+        let mut routes = self.local_routes(Family::V4)?;
+        if ipv6 && kernel_has_ipv6() {
+            routes.extend(self.local_routes(Family::V6)?);
+        }
+        let document = if cleanup {
+            render_cleanup(&routes, want)
+        } else {
+            render_install(&routes, want)
+        };
+        if dry_run {
+            return Ok(Some(Pass {
+                command: format!("{} -batch -", self.binary.name()),
+                document,
+            }));
+        }
+        self.apply(&document)?;
+        info!(
+            congestion = ?want,
+            routes = routes.len(),
+            changes = document.lines().count(),
+            cleanup,
+            "local routes"
+        );
+        Ok(None)
+    }
+
     /// The routes of the `local` table of `family`.
-    pub fn local_routes(&self, family: Family) -> Result<Vec<LocalRoute>, RouteError> {
+    fn local_routes(&self, family: Family) -> Result<Vec<LocalRoute>, RouteError> {
         let family_flag = match family {
             Family::V4 => "-4",
             Family::V6 => "-6",
@@ -270,7 +311,7 @@ impl Ip {
     }
 
     /// Applies `document` with `ip -batch -`, which stops at the first failure.
-    pub fn apply(&self, document: &str) -> Result<(), RouteError> {
+    fn apply(&self, document: &str) -> Result<(), RouteError> {
         if document.is_empty() {
             return Ok(());
         }
@@ -284,11 +325,6 @@ impl Ip {
                 detail: one_line(&output.stderr),
             })
         }
-    }
-
-    /// The command line [`Ip::apply`] runs, for `--dry-run`.
-    pub fn command(&self) -> String {
-        format!("{} -batch -", self.binary.name())
     }
 }
 

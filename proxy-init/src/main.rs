@@ -12,9 +12,8 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 use tracing::{info, warn};
 use trellis_proxy_init::{
-    Backend, BackendChoice, Binaries, CidrList, Error, Family, Flavour, Ip, LocalCongestion, Pass,
-    PortList, RouteError, Settings, Validation, detect, kernel_has_ipv6, port_for_flag,
-    render_local_routes, render_local_routes_cleanup, validate,
+    Backend, BackendChoice, Binaries, CidrList, Error, Flavour, Ip, LocalCongestion, Pass,
+    PortList, Settings, Validation, detect, port_for_flag, validate,
 };
 
 /// Installs the rules that send a pod's TCP traffic through its Trellis proxy.
@@ -272,7 +271,7 @@ fn run(args: &InstallArgs) -> Result<(), Error> {
         install(&settings, choice, &binaries, args.dry_run)?
     };
     let ip = Ip::new(&args.ip);
-    match local_routes(&ip, &congestion, settings.ipv6, args.cleanup, args.dry_run) {
+    match ip.set_local_routes(&congestion, settings.ipv6, args.cleanup, args.dry_run) {
         Ok(pass) => passes.extend(pass),
         Err(error) => warn!(
             %error,
@@ -375,44 +374,6 @@ fn cleanup(
         passes.extend(backend.cleanup(dry_run)?);
     }
     Ok((passes, backends))
-}
-
-/// Names `congestion`'s algorithm on the pod's local routes, or with `cleanup` takes
-/// it off them; with `dry_run`, returns the document as a pass to print instead.
-fn local_routes(
-    ip: &Ip,
-    congestion: &LocalCongestion,
-    ipv6: bool,
-    cleanup: bool,
-    dry_run: bool,
-) -> Result<Option<Pass>, RouteError> {
-    if *congestion == LocalCongestion::Keep {
-        return Ok(None);
-    }
-    let mut routes = ip.local_routes(Family::V4)?;
-    if ipv6 && kernel_has_ipv6() {
-        routes.extend(ip.local_routes(Family::V6)?);
-    }
-    let document = if cleanup {
-        render_local_routes_cleanup(&routes, congestion)
-    } else {
-        render_local_routes(&routes, congestion)
-    };
-    if dry_run {
-        return Ok(Some(Pass {
-            command: ip.command(),
-            document,
-        }));
-    }
-    ip.apply(&document)?;
-    info!(
-        ?congestion,
-        routes = routes.len(),
-        changes = document.lines().count(),
-        cleanup,
-        "local routes"
-    );
-    Ok(None)
 }
 
 fn every_backend(binaries: &Binaries) -> [Backend; 3] {
