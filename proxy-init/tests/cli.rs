@@ -408,3 +408,29 @@ fn keep_leaves_the_routes_out_and_a_malformed_name_is_refused() {
         "{line}"
     );
 }
+
+#[test]
+fn cleanup_dry_run_prints_the_routes_it_would_restore_and_changes_nothing() {
+    let record = Record::new("cleanup-dry-run");
+    let output = run(proxy_init_with_fake("records", &record)
+        .args(["--cleanup", "--dry-run"])
+        .env("FAKE_IP", "installed"));
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let routes = format!(
+        "# {} -batch -\n\
+         route replace local 10.0.0.5 dev eth0 proto kernel table local src 10.0.0.5 scope host\n\
+         route replace local 127.0.0.1 dev lo proto kernel table local src 127.0.0.1 scope host\n\
+         route replace local ::1 dev lo proto kernel metric 1024 table local\n",
+        fake_ip().display()
+    );
+    assert!(
+        stdout.ends_with(&routes),
+        "the routes' cleanup, after the rules':\n{stdout}"
+    );
+    assert!(
+        record.restores().is_empty(),
+        "nothing applied: {:?}",
+        record.restores()
+    );
+}
