@@ -113,9 +113,9 @@ struct RunArgs {
     #[arg(long, env = "TRELLIS_BENCH_PROXY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     proxy_workers: Option<u16>,
     /// The CPU scheduling policy of the Trellis sidecars (`trellis-proxy
-    /// --scheduling`: batch or normal); by default the proxy's own, normal. The
+    /// --scheduling`: auto, batch or normal); by default the proxy's own, auto. The
     /// reference proxies run under the kernel's default.
-    #[arg(long, env = "TRELLIS_BENCH_PROXY_SCHEDULING", value_parser = ["batch", "normal"])]
+    #[arg(long, env = "TRELLIS_BENCH_PROXY_SCHEDULING", value_parser = ["auto", "batch", "normal"])]
     proxy_scheduling: Option<String>,
     /// The TCP congestion control trellis-proxy-init names on the Trellis pods' local
     /// routes (`--local-congestion-control`: an algorithm, or keep); by default its own,

@@ -29,7 +29,7 @@ pub const SKIP_OUTBOUND_CIDRS: &str = "trellis.io/skip-outbound-cidrs";
 pub const OPAQUE_PORTS: &str = "trellis.io/opaque-ports";
 /// `native` or `classic`: this pod's sidecar mode, instead of the mesh config's.
 pub const PROXY_SIDECAR: &str = "trellis.io/proxy-sidecar";
-/// `normal` or `batch`: this pod's proxy scheduling policy, instead of the mesh config's.
+/// `normal`, `batch` or `auto`: this pod's proxy scheduling policy, instead of the mesh config's.
 pub const PROXY_SCHEDULING: &str = "trellis.io/proxy-scheduling";
 /// `keep` or an algorithm: the congestion control of this pod's local routes, instead
 /// of the mesh config's.
@@ -174,11 +174,12 @@ pub fn effective(
         None => config.proxy_scheduling,
         Some("normal") => ProxyScheduling::Normal,
         Some("batch") => ProxyScheduling::Batch,
+        Some("auto") => ProxyScheduling::Auto,
         Some(other) => {
             return Err(invalid(
                 PROXY_SCHEDULING,
                 other,
-                "must be normal or batch".into(),
+                "must be normal, batch or auto".into(),
             ));
         }
     };

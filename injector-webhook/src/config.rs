@@ -65,10 +65,11 @@ pub struct MeshConfig {
     /// one no app container uses, and never 0 (default: 2102).
     pub proxy_uid: u32,
     /// The CPU scheduling policy of the proxy's threads (`TRELLIS_SCHEDULING`),
-    /// overridable per pod by annotation: `normal`, the kernel's default, or `batch`,
+    /// overridable per pod by annotation: `normal`, the kernel's default; `batch`,
     /// which costs less CPU per request on nodes with idle CPUs and lengthens the
-    /// tail when every CPU is busy (`bench/results/2026-12-05-scheduling/`)
-    /// (default: `normal`).
+    /// tail when every CPU is busy (`bench/results/2026-12-05-scheduling/`); or
+    /// `auto`, which moves between the two by how idle the node's CPUs are
+    /// (`bench/results/2026-12-05-auto-scheduling/`) (default: `auto`).
     pub proxy_scheduling: ProxyScheduling,
     /// The TCP congestion control proxy-init names on the routes to the pod's own
     /// addresses, where the app and its proxy talk over loopback
@@ -164,18 +165,22 @@ impl SidecarMode {
 #[serde(rename_all = "lowercase")]
 pub enum ProxyScheduling {
     /// `SCHED_OTHER`, the kernel's default.
-    #[default]
     Normal,
     /// `SCHED_BATCH`: a woken proxy thread never preempts the running thread.
     Batch,
+    /// `batch` while the proxy's CPUs have idle time, `normal` while they have almost
+    /// none.
+    #[default]
+    Auto,
 }
 
 impl ProxyScheduling {
-    /// `normal` / `batch`: the annotation, YAML and flag spelling.
+    /// `normal` / `batch` / `auto`: the annotation, YAML and flag spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             ProxyScheduling::Normal => "normal",
             ProxyScheduling::Batch => "batch",
+            ProxyScheduling::Auto => "auto",
         }
     }
 }
@@ -196,7 +201,7 @@ impl Default for MeshConfig {
             sidecar: SidecarMode::Native,
             classic_hold_command: None,
             proxy_uid: 2102,
-            proxy_scheduling: ProxyScheduling::Normal,
+            proxy_scheduling: ProxyScheduling::Auto,
             local_congestion_control: CongestionControl::default(),
             ports: Ports::default(),
             proxy_resources: Resources {

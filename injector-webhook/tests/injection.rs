@@ -504,7 +504,7 @@ fn the_scheduling_policy_comes_from_the_mesh_config_unless_the_pod_names_one() {
     let annotated = |value| [("trellis.io/proxy-scheduling", value)];
     // Written even when it is the proxy's own default, so an image with another
     // default cannot change what the mesh config says.
-    assert_eq!(scheduling(&stock, &[]).as_deref(), Some("normal"));
+    assert_eq!(scheduling(&stock, &[]).as_deref(), Some("auto"));
     assert_eq!(scheduling(&batch, &[]).as_deref(), Some("batch"));
     assert_eq!(
         scheduling(&stock, &annotated("batch")).as_deref(),
@@ -514,6 +514,12 @@ fn the_scheduling_policy_comes_from_the_mesh_config_unless_the_pod_names_one() {
         scheduling(&batch, &annotated("normal")).as_deref(),
         Some("normal")
     );
+    assert_eq!(
+        scheduling(&batch, &annotated("auto")).as_deref(),
+        Some("auto")
+    );
+    let normal = MeshConfig::from_yaml("proxyScheduling: normal").expect("a valid mesh config");
+    assert_eq!(scheduling(&normal, &[]).as_deref(), Some("normal"));
 }
 
 #[test]

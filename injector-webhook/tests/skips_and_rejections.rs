@@ -219,7 +219,7 @@ fn every_bad_override_rejects_the_pod_naming_its_annotation() {
         (
             "trellis.io/proxy-scheduling",
             "fifo",
-            "must be normal or batch",
+            "must be normal, batch or auto",
         ),
         (
             "trellis.io/local-congestion-control",

@@ -67,6 +67,9 @@ pub struct Config {
     /// The CPU scheduling policy of those threads, set by `main` before it starts
     /// them ([`crate::scheduling`]).
     pub scheduling: Scheduling,
+    /// Where procfs is mounted: `--scheduling auto` reads the CPUs' idle time from
+    /// its `stat`.
+    pub procfs: PathBuf,
 }
 
 impl Config {
@@ -99,6 +102,7 @@ impl Config {
             opaque_ports: Vec::new(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             scheduling: Scheduling::default(),
+            procfs: PathBuf::from("/proc"),
         }
     }
 }

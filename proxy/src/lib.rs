@@ -115,6 +115,17 @@ pub async fn run(
         metrics: metrics.clone(),
     };
     tasks.spawn(discovery.run(shutdown.clone()));
+    // What `main` set, as the kernel reports it: a refused policy shows as the default.
+    if let Ok(Some(policy)) = scheduling::Policy::of_this_thread() {
+        metrics.set_scheduling(policy);
+    }
+    if config.scheduling == scheduling::Scheduling::Auto {
+        tasks.spawn(scheduling::governor::govern(
+            config.procfs.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(admin::serve(
         listeners.admin,
         admin::State {

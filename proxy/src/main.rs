@@ -116,11 +116,16 @@ struct Args {
     #[arg(long, env = "TRELLIS_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
     /// How the kernel schedules the proxy's threads: `normal` (SCHED_OTHER, the
-    /// kernel's default) or `batch` (SCHED_BATCH: a woken proxy thread never preempts
+    /// kernel's default), `batch` (SCHED_BATCH: a woken proxy thread never preempts
     /// the running one; less CPU per request where CPUs are idle, a longer tail where
-    /// every CPU is busy).
+    /// every CPU is busy), or `auto` (batch while the proxy's CPUs have idle time,
+    /// normal while they have almost none).
     #[arg(long, env = "TRELLIS_SCHEDULING", default_value_t = Scheduling::default())]
     scheduling: Scheduling,
+    /// Where procfs is mounted; `--scheduling auto` reads the CPUs' idle time from
+    /// its `stat`.
+    #[arg(long, env = "TRELLIS_PROCFS", default_value = "/proc")]
+    procfs: PathBuf,
     /// Log format.
     #[arg(long, env = "TRELLIS_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
     log_format: String,
@@ -188,6 +193,7 @@ impl Args {
             config.workers = usize::from(workers);
         }
         config.scheduling = self.scheduling;
+        config.procfs = self.procfs;
         Ok(config)
     }
 }
@@ -204,7 +210,7 @@ fn main() -> ExitCode {
     };
     // Before any other thread exists, so that all of them inherit the policy. A
     // kernel that refuses it costs speed, not correctness.
-    if let Err(error) = config.scheduling.apply_to_this_thread() {
+    if let Err(error) = config.scheduling.initial().apply_to_this_thread() {
         tracing::warn!(%error, scheduling = %config.scheduling, "cannot set the scheduling policy; running under the kernel's default");
     }
     // The control plane and the first shard run here; `trellis_proxy::run` starts a

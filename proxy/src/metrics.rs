@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::listener::Direction;
+use crate::scheduling::Policy;
 
 /// Which end of the proxy a connection is, as Linkerd's `peer` label: accepted from
 /// its client (`src`), or opened by the proxy to a server (`dst`).
@@ -115,6 +116,12 @@ pub struct DetectLabels {
     pub protocol: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SchedulingLabels {
+    /// `normal` or `batch` ([`crate::scheduling`]).
+    pub policy: &'static str,
+}
+
 /// Response latency buckets, in milliseconds (Linkerd's `response_latency_ms`).
 const LATENCY_BUCKETS_MS: [f64; 19] = [
     1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
@@ -150,6 +157,8 @@ pub struct Metrics {
     /// server-speaks-first.
     pub opaque_destinations: Gauge,
     pub opaque_forgotten: Family<ForgetLabels, Counter>,
+    /// 1 for the scheduling policy the proxy's threads run under, 0 for the other.
+    pub scheduling: Family<SchedulingLabels, Gauge>,
 }
 
 impl Metrics {
@@ -173,6 +182,7 @@ impl Metrics {
         let detections = Family::<DetectLabels, Counter>::default();
         let opaque_destinations = Gauge::default();
         let opaque_forgotten = Family::<ForgetLabels, Counter>::default();
+        let scheduling = Family::<SchedulingLabels, Gauge>::default();
         registry.register(
             "tcp_open",
             "TCP connections accepted (peer=src) or opened (peer=dst)",
@@ -240,6 +250,11 @@ impl Metrics {
             "Server-speaks-first destinations forgotten, by reason",
             opaque_forgotten.clone(),
         );
+        registry.register(
+            "scheduling_policy",
+            "1 for the CPU scheduling policy the proxy's threads run under, by policy",
+            scheduling.clone(),
+        );
         Metrics {
             registry,
             tcp_open,
@@ -257,6 +272,17 @@ impl Metrics {
             detections,
             opaque_destinations,
             opaque_forgotten,
+            scheduling,
+        }
+    }
+
+    pub fn set_scheduling(&self, now: Policy) {
+        for policy in [Policy::Normal, Policy::Batch] {
+            self.scheduling
+                .get_or_create(&SchedulingLabels {
+                    policy: policy.as_str(),
+                })
+                .set(i64::from(policy == now));
         }
     }
 
