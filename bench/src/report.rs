@@ -128,6 +128,21 @@ pub struct ProxyUsage {
     pub rss_mb: f64,
     /// Peak resident memory during this repeat (`VmHWM` after a reset).
     pub hwm_mb: f64,
+    /// A Trellis sidecar's scheduling policy over the repeat, from its metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<SchedulingUsage>,
+}
+
+/// The CPU scheduling policy a Trellis sidecar ran under during a repeat: what a
+/// CPU figure of a sidecar under `--scheduling auto` cannot be read without.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulingUsage {
+    /// `normal` or `batch`, in force when the repeat began.
+    pub start: String,
+    /// In force when it ended.
+    pub end: String,
+    /// Moves of the sidecar's threads from one policy to the other in between.
+    pub changes: u64,
 }
 
 impl Run {
@@ -386,6 +401,7 @@ mod tests {
                 user_seconds: cpu_seconds / 4.0,
                 rss_mb: 10.0,
                 hwm_mb: 12.0,
+                scheduling: None,
             }],
             mesh_handshakes: None,
             machine: None,

@@ -14,9 +14,13 @@ use std::time::{Duration, Instant};
 use crate::Error;
 use crate::load::{HoldReport, LoadReport};
 use crate::plan::{Load, Plan, Workload};
-use crate::report::{self, Cell, IdleResult, ProxyStart, ProxyUsage, Results, Run, ScenarioResult};
+use crate::report::{
+    self, Cell, IdleResult, ProxyStart, ProxyUsage, Results, Run, ScenarioResult, SchedulingUsage,
+};
 use crate::resources::{self, Machine, Usage};
-use crate::scenario::{self, Place, Programs, ScenarioKind, Stand, Topology, process_tree};
+use crate::scenario::{
+    self, Place, Programs, ScenarioKind, SchedulingReading, Stand, Topology, process_tree,
+};
 
 /// How a run is set up, beyond the plan.
 #[derive(Debug, Clone)]
@@ -195,8 +199,10 @@ fn measure(
                 let _ = resources::reset_peak(member);
             }
         }
-        let before = usages(stand);
+        // The sidecars' metrics are read outside the span whose CPU is measured.
+        let scheduling_before = stand.scheduling();
         let handshakes_before = stand.mesh_handshakes();
+        let before = usages(stand);
         let machine_before = resources::machine_clock().ok();
         let report = generate(options, topology, stand, workload, load, plan.duration)?;
         let machine = resources::machine_clock()
@@ -208,6 +214,7 @@ fn measure(
             (Some(before), Some(after)) => Some(after.saturating_sub(before)),
             _ => None,
         };
+        let scheduling_after = stand.scheduling();
         let proxies = before
             .iter()
             .zip(&after)
@@ -217,6 +224,7 @@ fn measure(
                 user_seconds: (after.user_seconds - before.user_seconds).max(0.0),
                 rss_mb: after.rss_bytes as f64 / 1e6,
                 hwm_mb: after.hwm_bytes as f64 / 1e6,
+                scheduling: scheduling_over(name, &scheduling_before, &scheduling_after),
             })
             .collect();
         runs.push(Run {
@@ -376,6 +384,27 @@ fn measure_idle(
 }
 
 /// Each proxy's usage, summed over its process tree (nginx's workers, say).
+/// The sidecar `name`'s scheduling between two readings of every sidecar; `None`
+/// for a proxy without one (not a Trellis sidecar, or its metrics unread).
+fn scheduling_over(
+    name: &str,
+    before: &[(String, Option<SchedulingReading>)],
+    after: &[(String, Option<SchedulingReading>)],
+) -> Option<SchedulingUsage> {
+    let find = |readings: &[(String, Option<SchedulingReading>)]| {
+        readings
+            .iter()
+            .find(|(proxy, _)| proxy == name)
+            .and_then(|(_, reading)| reading.clone())
+    };
+    let (before, after) = (find(before)?, find(after)?);
+    Some(SchedulingUsage {
+        start: before.policy,
+        end: after.policy,
+        changes: after.changes.saturating_sub(before.changes),
+    })
+}
+
 fn usages(stand: &Stand) -> Vec<(String, Usage)> {
     stand
         .proxies

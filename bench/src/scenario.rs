@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub use process::{Daemon, process_tree};
 pub use topology::{Place, Topology};
-pub use trellis::CONTROLLER;
 pub use trellis::missing_binaries as missing_trellis_binaries;
+pub use trellis::{CONTROLLER, SchedulingReading};
 
 use crate::Error;
 
@@ -166,6 +166,14 @@ impl Stand {
     /// scenarios only; `None` elsewhere or when its metrics cannot be read).
     pub fn mesh_handshakes(&self) -> Option<u64> {
         self.mesh.as_ref()?.client_handshakes()
+    }
+
+    /// Each Trellis sidecar's scheduling policy and moves so far, by proxy name
+    /// (empty outside the Trellis scenarios).
+    pub fn scheduling(&self) -> Vec<(String, Option<SchedulingReading>)> {
+        self.mesh
+            .as_ref()
+            .map_or_else(Vec::new, trellis::Mesh::scheduling)
     }
 }
 

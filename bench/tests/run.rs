@@ -242,6 +242,21 @@ fn a_quick_run_drives_every_workload_through_one_and_two_trellis_hops_in_pods() 
     let proxies = &http1.runs[0].proxies;
     assert_eq!(proxies.len(), 2, "both sidecars are measured: {proxies:?}");
     assert!(proxies.iter().all(|p| p.rss_mb > 0.0));
+    // And each one's scheduling policy over the repeat, read from its metrics.
+    for proxy in proxies {
+        let scheduling = proxy
+            .scheduling
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: its scheduling read", proxy.name));
+        for policy in [&scheduling.start, &scheduling.end] {
+            assert!(
+                ["normal", "batch"].contains(&policy.as_str()),
+                "{scheduling:?}"
+            );
+        }
+    }
+    let markdown = std::fs::read_to_string(out.join("results.md")).expect("results.md");
+    assert!(markdown.contains("## The Trellis sidecars' scheduling"));
 
     // The client sidecar's own count of mesh handshakes, per successful request.
     let handshakes_per_request = |workload: Workload| {

@@ -159,6 +159,8 @@ pub struct Metrics {
     pub opaque_forgotten: Family<ForgetLabels, Counter>,
     /// 1 for the scheduling policy the proxy's threads run under, 0 for the other.
     pub scheduling: Family<SchedulingLabels, Gauge>,
+    /// Moves of every thread to a policy by `--scheduling auto`, by the policy moved to.
+    pub scheduling_changes: Family<SchedulingLabels, Counter>,
 }
 
 impl Metrics {
@@ -183,6 +185,7 @@ impl Metrics {
         let opaque_destinations = Gauge::default();
         let opaque_forgotten = Family::<ForgetLabels, Counter>::default();
         let scheduling = Family::<SchedulingLabels, Gauge>::default();
+        let scheduling_changes = Family::<SchedulingLabels, Counter>::default();
         registry.register(
             "tcp_open",
             "TCP connections accepted (peer=src) or opened (peer=dst)",
@@ -255,6 +258,11 @@ impl Metrics {
             "1 for the CPU scheduling policy the proxy's threads run under, by policy",
             scheduling.clone(),
         );
+        registry.register(
+            "scheduling_policy_changes",
+            "Moves of the proxy's threads to a CPU scheduling policy by --scheduling auto, by the policy moved to",
+            scheduling_changes.clone(),
+        );
         Metrics {
             registry,
             tcp_open,
@@ -273,17 +281,32 @@ impl Metrics {
             opaque_destinations,
             opaque_forgotten,
             scheduling,
+            scheduling_changes,
         }
     }
 
+    /// Records the policy the threads run under at start; the change counters appear
+    /// at zero, so that their rate is defined before the first change.
     pub fn set_scheduling(&self, now: Policy) {
         for policy in [Policy::Normal, Policy::Batch] {
+            let labels = SchedulingLabels {
+                policy: policy.as_str(),
+            };
             self.scheduling
-                .get_or_create(&SchedulingLabels {
-                    policy: policy.as_str(),
-                })
+                .get_or_create(&labels)
                 .set(i64::from(policy == now));
+            let _ = self.scheduling_changes.get_or_create(&labels);
         }
+    }
+
+    /// Records that `--scheduling auto` moved every thread to `now`.
+    pub fn scheduling_changed(&self, now: Policy) {
+        self.set_scheduling(now);
+        self.scheduling_changes
+            .get_or_create(&SchedulingLabels {
+                policy: now.as_str(),
+            })
+            .inc();
     }
 
     /// The `expired` and `evicted` counters of `opaque_forgotten`.

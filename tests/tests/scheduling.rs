@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use trellis_tests::{HttpApp, PodPair, host_can_run_pods};
+use trellis_tests::{HttpApp, Metrics, PodPair, host_can_run_pods};
 
 const APP_PORT: u16 = 7070;
 const CURL: (&str, &str) = ("curl", "curl");
@@ -108,6 +108,7 @@ fn a_sidecar_started_with_auto_follows_the_idle_time_of_its_cpus() -> anyhow::Re
         metrics.sum("scheduling_policy", &[("policy", "normal")]),
         0.0
     );
+    assert_eq!(changes(&metrics), (0.0, 1.0), "(to normal, to batch)");
     // Serving as before.
     let _app = HttpApp::start_in(pods.server.netns(), APP_PORT, "server")?;
     pods.download_whole(APP_PORT, BODY)?;
@@ -124,12 +125,19 @@ fn a_sidecar_started_with_auto_follows_the_idle_time_of_its_cpus() -> anyhow::Re
         metrics.sum("scheduling_policy", &[("policy", "batch")]),
         0.0
     );
+    assert_eq!(changes(&metrics), (1.0, 1.0), "(to normal, to batch)");
     let log = pods.client.proxy_log_text();
     assert!(
         log.contains("scheduling policy changed"),
         "each change is logged: {log}"
     );
     Ok(())
+}
+
+/// The moves `--scheduling auto` counted, to `normal` and to `batch`.
+fn changes(metrics: &Metrics) -> (f64, f64) {
+    let to = |policy| metrics.sum("scheduling_policy_changes_total", &[("policy", policy)]);
+    (to("normal"), to("batch"))
 }
 
 /// Waits until every thread of `pid` runs under `policy`, or fails with what they

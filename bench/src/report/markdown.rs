@@ -6,7 +6,9 @@
 
 use std::fmt::Write;
 
-use super::{Cell, Results, ScenarioResult, Stat};
+use std::collections::BTreeMap;
+
+use super::{Cell, Results, Run, ScenarioResult, Stat};
 use crate::plan::{Load, Workload};
 use crate::scenario::ScenarioKind;
 
@@ -119,6 +121,7 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
     }
 
     cpu_breakdown(&mut out, results);
+    scheduling(&mut out, results);
 
     if plan.workloads.contains(&Workload::Idle) {
         let _ = writeln!(out, "## {}\n", Workload::Idle.title());
@@ -256,15 +259,126 @@ fn cpu_breakdown(out: &mut String, results: &Results) {
          100 %, the machine is the limit: {cores} × 10⁶ / machine µs per request is the \
          most it can carry, and the other columns say who spends it.\n"
     );
-    let _ = writeln!(
+    table(
         out,
-        "| workload | load | scenario | req/s | machine CPU µs/req | busy % | steal % | proxies CPU µs/req | proxies in their own code | load generator µs/req |"
+        "| workload | load | scenario | req/s | machine CPU µs/req | busy % | steal % | proxies CPU µs/req | proxies in their own code | load generator µs/req |",
+        &rows,
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+}
+
+/// A Markdown table: `header`, the line under it, then `rows`, then a blank line.
+fn table(out: &mut String, header: &str, rows: &[String]) {
+    let columns = header.matches('|').count().saturating_sub(1);
+    let _ = writeln!(out, "{header}\n|{}", "---|".repeat(columns));
     for row in rows {
         let _ = writeln!(out, "{row}");
     }
     out.push('\n');
+}
+
+/// The Trellis sidecars' scheduling policy in every repeat, which their CPU per
+/// request depends on: a row per repeat of each cell in which `--scheduling auto`
+/// moved a sidecar, and, for the other cells, the policy they ran under throughout.
+fn scheduling(out: &mut String, results: &Results) {
+    let mut rows = Vec::new();
+    let mut steady: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for scenario in results.scenarios.iter().filter(|s| s.kind.is_trellis()) {
+        for cell in &scenario.cells {
+            let readings = || {
+                cell.runs
+                    .iter()
+                    .flat_map(|run| &run.proxies)
+                    .filter_map(|proxy| proxy.scheduling.as_ref())
+            };
+            if readings().next().is_none() {
+                continue;
+            }
+            if readings().any(|s| s.changes > 0 || s.start != s.end) {
+                let dropped = cell.summary.as_ref().and_then(|s| s.dropped_run);
+                for (index, run) in cell.runs.iter().enumerate() {
+                    rows.push(format!(
+                        "| {} | {} | {} | {}{} | {} | {} |",
+                        cell.workload.name(),
+                        cell.load.label(),
+                        scenario.kind.name(),
+                        index + 1,
+                        if dropped == Some(index) {
+                            " (dropped)"
+                        } else {
+                            ""
+                        },
+                        run.cpu_us_per_request_per_hop(scenario.hops)
+                            .map_or("–".into(), |c| format!("{c:.1}")),
+                        sidecars(run),
+                    ));
+                }
+            } else {
+                let mut policies: Vec<&str> = readings().map(|s| s.end.as_str()).collect();
+                policies.sort_unstable();
+                policies.dedup();
+                steady
+                    .entry(policies.join(" and "))
+                    .or_default()
+                    .push(format!(
+                        "{} {} {}",
+                        cell.workload.name(),
+                        cell.load.label(),
+                        scenario.kind.name()
+                    ));
+            }
+        }
+    }
+    if rows.is_empty() && steady.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## The Trellis sidecars' scheduling
+"
+    );
+    let _ = writeln!(
+        out,
+        "Each sidecar's CPU scheduling policy when a repeat began and when it ended, and \
+         the moves `--scheduling auto` made in between, from its metrics \
+         (`scheduling_policy`, `scheduling_policy_changes_total`) read just outside the \
+         span whose CPU is measured.\n"
+    );
+    if !rows.is_empty() {
+        table(
+            out,
+            "| workload | load | scenario | repeat | proxy CPU µs/req/hop | sidecars |",
+            &rows,
+        );
+    }
+    for (policies, cells) in steady {
+        let _ = writeln!(
+            out,
+            "- `{policies}` throughout, without a move: {}",
+            cells.join(", ")
+        );
+    }
+    out.push('\n');
+}
+
+/// A repeat's sidecars, each as `client batch` or `server batch → normal, 3 moves`.
+fn sidecars(run: &Run) -> String {
+    let described: Vec<String> = run
+        .proxies
+        .iter()
+        .filter_map(|proxy| {
+            let s = proxy.scheduling.as_ref()?;
+            let name = proxy
+                .name
+                .strip_prefix("trellis-proxy-")
+                .unwrap_or(&proxy.name);
+            Some(match s.changes {
+                0 if s.start == s.end => format!("{name} {}", s.start),
+                1 => format!("{name} {} → {}, 1 move", s.start, s.end),
+                n => format!("{name} {} → {}, {n} moves", s.start, s.end),
+            })
+        })
+        .collect();
+    described.join("; ")
 }
 
 /// The busiest fixed rate this plan has, 2,000/s outside quick mode.
@@ -503,7 +617,8 @@ fn stat(value: Stat, decimals: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{congestion_control, quoted};
+    use super::{congestion_control, quoted, sidecars};
+    use crate::report::{ProxyUsage, Run, SchedulingUsage};
 
     #[test]
     fn the_congestion_control_says_whether_the_pods_kept_the_hosts() {
@@ -513,6 +628,52 @@ mod tests {
             "cubic, set in the pods (the host's default: bbr)"
         );
         assert_eq!(congestion_control("", "bbr"), "not recorded");
+    }
+
+    #[test]
+    fn each_sidecar_says_the_policy_it_ran_under_and_how_often_it_moved() {
+        let proxy = |name: &str, scheduling: Option<(&str, &str, u64)>| ProxyUsage {
+            name: name.into(),
+            cpu_seconds: 0.1,
+            user_seconds: 0.05,
+            rss_mb: 10.0,
+            hwm_mb: 10.0,
+            scheduling: scheduling.map(|(start, end, changes)| SchedulingUsage {
+                start: start.into(),
+                end: end.into(),
+                changes,
+            }),
+        };
+        let run = |proxies| Run {
+            load: serde_json::from_value(serde_json::json!({
+                "url": "http://x/", "protocol": "http1", "connections": 1,
+                "target_rate": 2000.0, "duration_s": 1.0, "requests": 2000, "errors": 0,
+                "errors_by_kind": {},
+                "rate": 2000.0, "p50_ms": 0.1, "p90_ms": 0.1, "p99_ms": 0.2,
+                "p999_ms": 0.3, "p9999_ms": 0.3, "max_ms": 0.4, "mean_ms": 0.1,
+                "service_p99_ms": 0.2, "bytes_received": 0, "throughput_mb_s": 0.0,
+                "generator_cpu_us_per_request": 5.0
+            }))
+            .expect("a load report"),
+            proxies,
+            mesh_handshakes: None,
+            machine: None,
+        };
+        let steady = run(vec![
+            proxy("trellis-proxy-client", Some(("batch", "batch", 0))),
+            proxy("trellis-proxy-server", Some(("batch", "batch", 0))),
+        ]);
+        assert_eq!(sidecars(&steady), "client batch; server batch");
+        let moved = run(vec![
+            proxy("trellis-proxy-client", Some(("batch", "batch", 2))),
+            proxy("trellis-proxy-server", Some(("batch", "normal", 1))),
+        ]);
+        assert_eq!(
+            sidecars(&moved),
+            "client batch → batch, 2 moves; server batch → normal, 1 move"
+        );
+        // Proxies without a reading (HAProxy, nginx, an older Trellis) say nothing.
+        assert_eq!(sidecars(&run(vec![proxy("haproxy", None)])), "");
     }
 
     #[test]

@@ -42,10 +42,24 @@ const READY_WITHIN: Duration = Duration::from_secs(20);
 /// A running mesh: the controller and one or two sidecars.
 pub struct Mesh {
     // Proxies stop before the controller (field order is drop order).
-    proxies: Vec<Daemon>,
+    proxies: Vec<Sidecar>,
     controller: Daemon,
     /// The client sidecar's admin port, whose metrics count its mTLS handshakes.
     client_admin: SocketAddr,
+}
+
+struct Sidecar {
+    daemon: Daemon,
+    admin: SocketAddr,
+}
+
+/// What a sidecar's metrics say of its scheduling policy at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulingReading {
+    /// `normal` or `batch`: the policy its threads run under.
+    pub policy: String,
+    /// Moves of its threads by `--scheduling auto` since it started.
+    pub changes: u64,
 }
 
 impl Mesh {
@@ -143,8 +157,9 @@ impl Mesh {
             // off) do not pay; warnings and errors still reach the log.
             proxy.env("RUST_LOG", "warn");
             let mut daemon = Daemon::start(&format!("trellis-proxy-{account}"), proxy, dir)?;
-            wait_ready(&mut daemon, (pod_ip, ADMIN_PORT).into())?;
-            proxies.push(daemon);
+            let admin = (pod_ip, ADMIN_PORT).into();
+            wait_ready(&mut daemon, admin)?;
+            proxies.push(Sidecar { daemon, admin });
         }
         Ok(Mesh {
             proxies,
@@ -156,24 +171,33 @@ impl Mesh {
     /// The outbound mesh mTLS handshakes the client sidecar has completed, from its
     /// `tls_handshakes_total` counter; `None` if the metrics cannot be read.
     pub fn client_handshakes(&self) -> Option<u64> {
-        let answer = admin_get(self.client_admin, "/metrics")?;
-        let (head, body) = answer.split_once("\r\n\r\n")?;
-        if !head.starts_with("HTTP/1.1 200") {
-            return None;
-        }
-        Some(outbound_handshakes(body))
+        metrics(self.client_admin).map(|text| outbound_handshakes(&text))
+    }
+
+    /// Each sidecar's scheduling policy and moves so far, by name; `None` for one
+    /// whose metrics cannot be read.
+    pub fn scheduling(&self) -> Vec<(String, Option<SchedulingReading>)> {
+        self.proxies
+            .iter()
+            .map(|proxy| {
+                let reading = metrics(proxy.admin).and_then(|text| scheduling(&text));
+                (proxy.daemon.name.clone(), reading)
+            })
+            .collect()
     }
 
     pub fn proxies(&self) -> Vec<(String, u32)> {
         self.proxies
             .iter()
-            .map(|proxy| (proxy.name.clone(), proxy.pid()))
+            .map(|proxy| (proxy.daemon.name.clone(), proxy.daemon.pid()))
             .collect()
     }
 
     pub fn check_alive(&mut self) -> Result<(), Error> {
         self.controller.check_alive()?;
-        self.proxies.iter_mut().try_for_each(Daemon::check_alive)
+        self.proxies
+            .iter_mut()
+            .try_for_each(|proxy| proxy.daemon.check_alive())
     }
 }
 
@@ -253,6 +277,37 @@ fn admin_get(admin: SocketAddr, path: &str) -> Option<String> {
     Some(answer)
 }
 
+/// The body of a proxy's `/metrics`, if it answered 200.
+fn metrics(admin: SocketAddr) -> Option<String> {
+    let answer = admin_get(admin, "/metrics")?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The policy whose `scheduling_policy` sample is 1 and the sum of
+/// `scheduling_policy_changes_total`; `None` when no policy is marked in force.
+fn scheduling(metrics: &str) -> Option<SchedulingReading> {
+    let samples = metrics.lines().filter_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (name, labels) = series.split_once('{')?;
+        let policy = labels.strip_prefix("policy=\"")?.strip_suffix("\"}")?;
+        Some((name, policy, value.parse::<f64>().ok()?))
+    });
+    let mut policy = None;
+    let mut changes = 0;
+    for (name, label, value) in samples {
+        match name {
+            "scheduling_policy" if value == 1.0 => policy = Some(label.to_string()),
+            "scheduling_policy_changes_total" => changes += value as u64,
+            _ => {}
+        }
+    }
+    Some(SchedulingReading {
+        policy: policy?,
+        changes,
+    })
+}
+
 /// The successful outbound handshakes in a proxy's metrics text: the sample
 /// `tls_handshakes_total{direction="outbound",outcome="ok"} N` (absent before the
 /// first handshake, which counts as none).
@@ -298,5 +353,35 @@ mod tests {
             # EOF\n";
         assert_eq!(outbound_handshakes(metrics), 1200);
         assert_eq!(outbound_handshakes("# EOF\n"), 0, "none yet");
+    }
+
+    #[test]
+    fn the_policy_in_force_and_every_move_are_read_from_the_metrics() {
+        let metrics = "# TYPE scheduling_policy gauge\n\
+            scheduling_policy{policy=\"normal\"} 0\n\
+            scheduling_policy{policy=\"batch\"} 1\n\
+            # TYPE scheduling_policy_changes counter\n\
+            scheduling_policy_changes_total{policy=\"normal\"} 2\n\
+            scheduling_policy_changes_total{policy=\"batch\"} 3\n\
+            tls_handshakes_total{direction=\"outbound\",outcome=\"ok\"} 1\n\
+            # EOF\n";
+        assert_eq!(
+            scheduling(metrics),
+            Some(SchedulingReading {
+                policy: "batch".into(),
+                changes: 5
+            })
+        );
+        // A proxy from before the counter: the policy, no moves.
+        let older = "scheduling_policy{policy=\"normal\"} 1\n\
+            scheduling_policy{policy=\"batch\"} 0\n";
+        assert_eq!(
+            scheduling(older),
+            Some(SchedulingReading {
+                policy: "normal".into(),
+                changes: 0
+            })
+        );
+        assert_eq!(scheduling("# EOF\n"), None, "no policy marked in force");
     }
 }

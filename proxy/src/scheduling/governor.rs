@@ -165,7 +165,7 @@ pub async fn govern(procfs: PathBuf, metrics: Arc<Metrics>, shutdown: Cancellati
             tracing::warn!(%error, policy = after.as_str(), "--scheduling auto: cannot change the threads' policy; governing stops");
             return;
         }
-        metrics.set_scheduling(after);
+        metrics.scheduling_changed(after);
         tracing::info!(
             policy = after.as_str(),
             idle = format!("{:.0} %", idle * 100.0),
