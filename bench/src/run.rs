@@ -383,7 +383,6 @@ fn measure_idle(
     })
 }
 
-/// Each proxy's usage, summed over its process tree (nginx's workers, say).
 /// The sidecar `name`'s scheduling between two readings of every sidecar; `None`
 /// for a proxy without one (not a Trellis sidecar, or its metrics unread).
 fn scheduling_over(
@@ -405,6 +404,7 @@ fn scheduling_over(
     })
 }
 
+/// Each proxy's usage, summed over its process tree (nginx's workers, say).
 fn usages(stand: &Stand) -> Vec<(String, Usage)> {
     stand
         .proxies

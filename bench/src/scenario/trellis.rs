@@ -48,6 +48,7 @@ pub struct Mesh {
     client_admin: SocketAddr,
 }
 
+/// A sidecar and the admin port its metrics are read from.
 struct Sidecar {
     daemon: Daemon,
     admin: SocketAddr,
