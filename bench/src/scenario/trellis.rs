@@ -288,15 +288,15 @@ fn metrics(admin: SocketAddr) -> Option<String> {
 /// The policy whose `scheduling_policy` sample is 1 and the sum of
 /// `scheduling_policy_changes_total`; `None` when no policy is marked in force.
 fn scheduling(metrics: &str) -> Option<SchedulingReading> {
-    let samples = metrics.lines().filter_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (name, labels) = series.split_once('{')?;
-        let policy = labels.strip_prefix("policy=\"")?.strip_suffix("\"}")?;
-        Some((name, policy, value.parse::<f64>().ok()?))
-    });
     let mut policy = None;
     let mut changes = 0;
-    for (name, label, value) in samples {
+    for (name, labels, value) in samples(metrics) {
+        let Some(label) = labels
+            .strip_prefix("policy=\"")
+            .and_then(|rest| rest.strip_suffix('"'))
+        else {
+            continue;
+        };
         match name {
             "scheduling_policy" if value == 1.0 => policy = Some(label.to_string()),
             "scheduling_policy_changes_total" => changes += value as u64,
@@ -313,13 +313,31 @@ fn scheduling(metrics: &str) -> Option<SchedulingReading> {
 /// `tls_handshakes_total{direction="outbound",outcome="ok"} N` (absent before the
 /// first handshake, which counts as none).
 fn outbound_handshakes(metrics: &str) -> u64 {
+    samples(metrics)
+        .filter(|(name, labels, _)| {
+            *name == "tls_handshakes_total"
+                && labels.contains("direction=\"outbound\"")
+                && labels.contains("outcome=\"ok\"")
+        })
+        .map(|(_, _, value)| value as u64)
+        .sum()
+}
+
+/// The samples of a Prometheus text exposition: each line's metric name, the text
+/// between its braces (empty without labels) and its value; comments and lines
+/// that do not parse are skipped.
+fn samples(metrics: &str) -> impl Iterator<Item = (&str, &str, f64)> {
     metrics
         .lines()
-        .filter(|line| line.starts_with("tls_handshakes_total{"))
-        .filter(|line| line.contains("direction=\"outbound\"") && line.contains("outcome=\"ok\""))
-        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map(|value| value as u64)
-        .sum()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            Some((name, labels, value.parse::<f64>().ok()?))
+        })
 }
 
 fn with_log(error: Error, daemon: &mut Daemon) -> Error {
