@@ -200,8 +200,7 @@ fn measure(
             }
         }
         // The sidecars' metrics are read outside the span whose CPU is measured.
-        let scheduling_before = stand.scheduling();
-        let handshakes_before = stand.mesh_handshakes();
+        let mesh_before = stand.mesh_reading();
         let before = usages(stand);
         let machine_before = resources::machine_clock().ok();
         let report = generate(options, topology, stand, workload, load, plan.duration)?;
@@ -210,11 +209,11 @@ fn measure(
             .zip(machine_before)
             .map(|(after, before)| after.since(&before));
         let after = usages(stand);
-        let mesh_handshakes = match (handshakes_before, stand.mesh_handshakes()) {
+        let mesh_after = stand.mesh_reading();
+        let mesh_handshakes = match (mesh_before.client_handshakes, mesh_after.client_handshakes) {
             (Some(before), Some(after)) => Some(after.saturating_sub(before)),
             _ => None,
         };
-        let scheduling_after = stand.scheduling();
         let proxies = before
             .iter()
             .zip(&after)
@@ -224,7 +223,7 @@ fn measure(
                 user_seconds: (after.user_seconds - before.user_seconds).max(0.0),
                 rss_mb: after.rss_bytes as f64 / 1e6,
                 hwm_mb: after.hwm_bytes as f64 / 1e6,
-                scheduling: scheduling_over(name, &scheduling_before, &scheduling_after),
+                scheduling: scheduling_over(name, &mesh_before.scheduling, &mesh_after.scheduling),
             })
             .collect();
         runs.push(Run {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use process::{Daemon, process_tree};
 pub use topology::{Place, Topology};
 pub use trellis::missing_binaries as missing_trellis_binaries;
-pub use trellis::{CONTROLLER, SchedulingReading};
+pub use trellis::{CONTROLLER, MeshReading, SchedulingReading};
 
 use crate::Error;
 
@@ -162,18 +162,12 @@ impl Stand {
         }
     }
 
-    /// The mesh mTLS handshakes the client sidecar has completed so far (Trellis
-    /// scenarios only; `None` elsewhere or when its metrics cannot be read).
-    pub fn mesh_handshakes(&self) -> Option<u64> {
-        self.mesh.as_ref()?.client_handshakes()
-    }
-
-    /// Each Trellis sidecar's scheduling policy and moves so far, by proxy name
-    /// (empty outside the Trellis scenarios).
-    pub fn scheduling(&self) -> Vec<(String, Option<SchedulingReading>)> {
+    /// One reading of the Trellis sidecars' metrics: the client's mesh handshakes
+    /// and each one's scheduling (empty outside the Trellis scenarios).
+    pub fn mesh_reading(&self) -> MeshReading {
         self.mesh
             .as_ref()
-            .map_or_else(Vec::new, trellis::Mesh::scheduling)
+            .map_or_else(MeshReading::default, trellis::Mesh::read)
     }
 }
 

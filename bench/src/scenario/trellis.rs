@@ -48,6 +48,17 @@ pub struct Mesh {
     client_admin: SocketAddr,
 }
 
+/// What one reading of every sidecar's metrics says.
+#[derive(Debug, Clone, Default)]
+pub struct MeshReading {
+    /// The outbound mesh mTLS handshakes the client sidecar has completed, from its
+    /// `tls_handshakes_total`; `None` without a mesh or when its metrics were unread.
+    pub client_handshakes: Option<u64>,
+    /// Each sidecar's scheduling policy and moves so far, by proxy name; `None` for
+    /// one whose metrics were unread.
+    pub scheduling: Vec<(String, Option<SchedulingReading>)>,
+}
+
 /// A sidecar and the admin port its metrics are read from.
 struct Sidecar {
     daemon: Daemon,
@@ -169,22 +180,20 @@ impl Mesh {
         })
     }
 
-    /// The outbound mesh mTLS handshakes the client sidecar has completed, from its
-    /// `tls_handshakes_total` counter; `None` if the metrics cannot be read.
-    pub fn client_handshakes(&self) -> Option<u64> {
-        metrics(self.client_admin).map(|text| outbound_handshakes(&text))
-    }
-
-    /// Each sidecar's scheduling policy and moves so far, by name; `None` for one
-    /// whose metrics cannot be read.
-    pub fn scheduling(&self) -> Vec<(String, Option<SchedulingReading>)> {
-        self.proxies
-            .iter()
-            .map(|proxy| {
-                let reading = metrics(proxy.admin).and_then(|text| scheduling(&text));
-                (proxy.daemon.name.clone(), reading)
-            })
-            .collect()
+    /// Reads every sidecar's metrics once.
+    pub fn read(&self) -> MeshReading {
+        let mut reading = MeshReading::default();
+        for proxy in &self.proxies {
+            let text = metrics(proxy.admin);
+            if proxy.admin == self.client_admin {
+                reading.client_handshakes = text.as_deref().map(outbound_handshakes);
+            }
+            let scheduling = text.as_deref().and_then(scheduling);
+            reading
+                .scheduling
+                .push((proxy.daemon.name.clone(), scheduling));
+        }
+        reading
     }
 
     pub fn proxies(&self) -> Vec<(String, u32)> {
