@@ -408,7 +408,7 @@ fn targets(out: &mut String, results: &Results) {
         match (summary(kind, Workload::Http1, Load::Max), base_max) {
             (Some(s), Some(base)) if base > 0.0 => {
                 format!(
-                    "{:.0} % ({:.0} of {:.0} req/s)",
+                    "{:.1} % ({:.0} of {:.0} req/s)",
                     100.0 * s.rate.mean / base,
                     s.rate.mean,
                     base
