@@ -211,16 +211,21 @@ fn env(config: &MeshConfig, effective: &Effective) -> Value {
             "TRELLIS_SCHEDULING",
             effective.proxy_scheduling.as_str().to_owned(),
         ),
-        // One worker thread per CPU of the proxy's own limit, rounded up (the kubelet
-        // rounds with a divisor of 1; without a limit it gives the node's CPUs), as
-        // Linkerd sizes its proxy: a proxy limited to one CPU runs single-threaded
-        // instead of spreading wake-ups over threads it cannot run at once.
-        json!({"name": "TRELLIS_WORKERS", "valueFrom": {"resourceFieldRef": {
-            "containerName": crate::PROXY_CONTAINER,
-            "resource": "limits.cpu",
-            "divisor": "1",
-        }}}),
     ];
+    // One worker thread per CPU of the proxy's own limit, rounded up (the kubelet
+    // rounds with a divisor of 1), as Linkerd sizes its proxy: a proxy limited to one
+    // CPU runs single-threaded instead of spreading wake-ups over threads it cannot
+    // run at once. Without a limit the kubelet would give the node's CPUs, so the
+    // variable is left out and the proxy's own default (at most two) applies.
+    if effective.proxy_resources.cpu_limit.is_some() {
+        env.push(
+            json!({"name": "TRELLIS_WORKERS", "valueFrom": {"resourceFieldRef": {
+                "containerName": crate::PROXY_CONTAINER,
+                "resource": "limits.cpu",
+                "divisor": "1",
+            }}}),
+        );
+    }
     if let Some(identity) = &config.controller_identity {
         env.push(value("TRELLIS_CONTROLLER_IDENTITY", identity.clone()));
     }

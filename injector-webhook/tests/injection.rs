@@ -204,10 +204,11 @@ fn the_proxy_environment_names_flags_the_proxy_reads() {
         get("TRELLIS_TOKEN_FILE")["value"],
         "/var/run/trellis/identity/token"
     );
-    // The proxy's threads follow its own CPU limit, rounded up by the kubelet.
-    assert_eq!(
-        get("TRELLIS_WORKERS")["valueFrom"]["resourceFieldRef"],
-        json!({"containerName": "trellis-proxy", "resource": "limits.cpu", "divisor": "1"})
+    // Without a CPU limit (the default) the kubelet would pass the node's CPUs as
+    // the limit, so the proxy's own default decides its threads.
+    assert!(
+        env.iter().all(|(name, _)| *name != "TRELLIS_WORKERS"),
+        "{env:?}"
     );
 
     // Every other TRELLIS_ variable is one of the proxy's flags, so a renamed flag fails
@@ -225,6 +226,29 @@ fn the_proxy_environment_names_flags_the_proxy_reads() {
     }
     let position = |name| env.iter().position(|(n, _)| *n == name).unwrap();
     assert!(position("TRELLIS_SERVICE_ACCOUNT") < position("TRELLIS_IDENTITY"));
+}
+
+#[test]
+fn a_proxy_with_a_cpu_limit_runs_one_worker_per_cpu_of_it() {
+    let pod = with_annotations(&shop_pod(), &[("trellis.io/proxy-cpu-limit", "1500m")]);
+    let patched = meshed(&pod);
+    let proxy = container(&patched, "initContainers", PROXY_CONTAINER);
+    assert_eq!(proxy["resources"]["limits"]["cpu"], "1500m");
+    let workers: Vec<&Value> = proxy["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "TRELLIS_WORKERS")
+        .collect();
+    // The kubelet rounds the limit up with a divisor of 1: two workers here.
+    assert_eq!(
+        workers,
+        [
+            &json!({"name": "TRELLIS_WORKERS", "valueFrom": {"resourceFieldRef": {
+                "containerName": "trellis-proxy", "resource": "limits.cpu", "divisor": "1"
+            }}})
+        ]
+    );
 }
 
 #[test]

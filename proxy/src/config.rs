@@ -100,11 +100,29 @@ impl Config {
             detect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(30),
             opaque_ports: Vec::new(),
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            workers: default_workers(),
             scheduling: Scheduling::default(),
             procfs: PathBuf::from("/proc"),
         }
     }
+}
+
+/// The most worker threads the proxy starts unless told otherwise: Istio's default
+/// sidecar concurrency. A sidecar shares its pod's CPUs with the app, and every worker
+/// adds a mesh connection per peer and its own pools; on this many workers the two-hop
+/// knee was measured (BENCHMARKS.md, "one worker or one per CPU"). A CPU limit the
+/// injector passes on (`TRELLIS_WORKERS`) decides instead.
+const DEFAULT_MAX_WORKERS: usize = 2;
+
+/// One worker per CPU the proxy may use (its cgroup's quota and its affinity, as the
+/// standard library counts them), at most [`DEFAULT_MAX_WORKERS`]: without a CPU limit
+/// a sidecar on a 64-core node would otherwise start 64.
+fn default_workers() -> usize {
+    workers_for(std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn workers_for(cpus: usize) -> usize {
+    cpus.clamp(1, DEFAULT_MAX_WORKERS)
 }
 
 /// Where the trust anchors come from. Read once, at start-up: a new root reaches a
@@ -173,6 +191,13 @@ fn duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sidecar_runs_one_worker_per_cpu_up_to_two() {
+        assert_eq!(workers_for(1), 1);
+        assert_eq!(workers_for(2), 2);
+        assert_eq!(workers_for(64), 2, "a big node without a CPU limit");
+    }
 
     #[test]
     fn the_config_page_shows_where_the_anchors_are_not_the_pem() {

@@ -111,8 +111,8 @@ struct Args {
     #[arg(long, env = "TRELLIS_OPAQUE_PORTS", value_delimiter = ',')]
     opaque_ports: Vec<u16>,
     /// Threads that serve connections, each with its own event loop and connection
-    /// pools [default: one per CPU]. In a pod, match the proxy's CPU limit: more
-    /// threads than CPUs only take turns.
+    /// pools [default: one per CPU, at most 2]. In a pod, match the proxy's CPU limit:
+    /// more threads than CPUs only take turns.
     #[arg(long, env = "TRELLIS_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
     /// How the kernel schedules the proxy's threads: `normal` (SCHED_OTHER, the
@@ -295,15 +295,19 @@ mod tests {
     }
 
     #[test]
-    fn workers_default_to_one_per_cpu_and_must_be_at_least_one() {
+    fn workers_default_to_one_per_cpu_up_to_two_and_must_be_at_least_one() {
         let anchors = "--trust-anchors=/ca.crt";
         let default = parse(&[anchors]).unwrap().into_config().unwrap();
-        assert_eq!(
-            default.workers,
-            std::thread::available_parallelism().unwrap().get()
-        );
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(default.workers, cpus.min(2));
         let one = parse(&[anchors, "--workers=1"]).unwrap();
         assert_eq!(one.into_config().unwrap().workers, 1);
+        let eight = parse(&[anchors, "--workers=8"]).unwrap();
+        assert_eq!(
+            eight.into_config().unwrap().workers,
+            8,
+            "a limit passed on wins"
+        );
         let zero = parse(&[anchors, "--workers=0"]).unwrap_err();
         assert_eq!(zero.kind(), ErrorKind::ValueValidation, "{zero}");
     }
