@@ -406,14 +406,7 @@ fn targets(out: &mut String, results: &Results) {
     let base_max = summary(ScenarioKind::Baseline, Workload::Http1, Load::Max).map(|s| s.rate.mean);
     let share = |kind| -> String {
         match (summary(kind, Workload::Http1, Load::Max), base_max) {
-            (Some(s), Some(base)) if base > 0.0 => {
-                format!(
-                    "{:.1} % ({:.0} of {:.0} req/s)",
-                    100.0 * s.rate.mean / base,
-                    s.rate.mean,
-                    base
-                )
-            }
+            (Some(s), Some(base)) if base > 0.0 => share_of_direct(s.rate.mean, base),
             _ => "not measured".into(),
         }
     };
@@ -607,6 +600,15 @@ fn about(workload: Workload) -> Option<&'static str> {
     }
 }
 
+/// A knee as a share of the direct one, with a decimal: next to a goal of 35 %, a
+/// rounded "35 %" would hide a 34.8.
+fn share_of_direct(rate: f64, direct: f64) -> String {
+    format!(
+        "{:.1} % ({rate:.0} of {direct:.0} req/s)",
+        100.0 * rate / direct
+    )
+}
+
 fn stat(value: Stat, decimals: usize) -> String {
     if value.sd == 0.0 {
         format!("{:.*}", decimals, value.mean)
@@ -617,7 +619,7 @@ fn stat(value: Stat, decimals: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{congestion_control, quoted, sidecars};
+    use super::{congestion_control, quoted, share_of_direct, sidecars};
     use crate::report::{ProxyUsage, Run, SchedulingUsage};
 
     #[test]
@@ -628,6 +630,14 @@ mod tests {
             "cubic, set in the pods (the host's default: bbr)"
         );
         assert_eq!(congestion_control("", "bbr"), "not recorded");
+    }
+
+    #[test]
+    fn a_share_just_under_its_goal_does_not_round_up_to_it() {
+        assert_eq!(
+            share_of_direct(62_582.0, 180_019.0),
+            "34.8 % (62582 of 180019 req/s)"
+        );
     }
 
     #[test]
