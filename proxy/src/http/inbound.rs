@@ -20,7 +20,7 @@ use trellis_identity::SpiffeId;
 
 use super::deadline;
 use super::errors::Failure;
-use super::observe::Observer;
+use super::observe::{Authority, Observer, Routes};
 use super::pool::{LocalPool, Version};
 use super::{
     Body, CLIENT_ID, DST_PORT, ORIG_PROTO, PROXY_ERROR, is_grpc, is_upgrade, restore, shape_for,
@@ -43,7 +43,6 @@ pub struct HttpInbound {
 }
 
 /// Who is calling on one connection, as the proxy verified it.
-#[derive(Clone)]
 struct Caller {
     id: Option<SpiffeId>,
     /// The header value of `id`, made once per connection.
@@ -70,10 +69,17 @@ impl HttpInbound {
                 .and_then(|id| HeaderValue::try_from(id.as_str()).ok()),
             id: client_id,
         };
+        let connection = Arc::new((
+            caller,
+            Routes::new(self.metrics.clone(), Direction::Inbound),
+        ));
         let service = service_fn(move |request| {
             let this = self.clone();
-            let caller = caller.clone();
-            async move { Ok::<_, Infallible>(this.proxy(request, version, dst, &caller).await) }
+            let connection = connection.clone();
+            async move {
+                let (caller, routes) = &*connection;
+                Ok::<_, Infallible>(this.proxy(request, version, dst, caller, routes).await)
+            }
         });
         super::serve_connection(io, version, service, shutdown).await
     }
@@ -84,6 +90,7 @@ impl HttpInbound {
         version: Version,
         dst: SocketAddr,
         caller: &Caller,
+        routes: &Routes,
     ) -> Response<Body> {
         let started = Instant::now();
         let grpc = is_grpc(request.headers());
@@ -92,19 +99,13 @@ impl HttpInbound {
         let named_port = parts.headers.remove(DST_PORT);
         let orig_proto = parts.headers.remove(ORIG_PROTO);
         let target = self.target(dst, version, caller, named_port, orig_proto);
+        let authority = match &target {
+            Ok((port, _)) => SocketAddr::new(dst.ip(), *port),
+            Err(_) => dst,
+        };
         let observer = Observer::start(
-            self.metrics.clone(),
-            Direction::Inbound,
+            routes.route(Authority::Addr(authority), caller.id.as_ref()),
             started,
-            match &target {
-                Ok((port, _)) => SocketAddr::new(dst.ip(), *port).to_string(),
-                Err(_) => dst.to_string(),
-            },
-            caller
-                .id
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
         );
         let (port, app_version) = match target {
             Ok(target) => target,

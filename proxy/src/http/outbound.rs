@@ -23,10 +23,10 @@ use trellis_identity::SpiffeId;
 
 use super::deadline;
 use super::errors::Failure;
-use super::observe::Observer;
+use super::observe::{Authority, Observer, Routes};
 use super::pool::{Conn, LocalPool, MeshPool, SendError, Version};
 use super::{
-    Body, DST_PORT, ORIG_PROTO, PROXY_ERROR, is_grpc, is_upgrade, restore, shape_for,
+    Body, DST_PORT, ORIG_PROTO, PROXY_ERROR, is_grpc, is_upgrade, remove_all, restore, shape_for,
     strip_for_upgrade, strip_hop_by_hop, upgrade,
 };
 use crate::balance::InFlight;
@@ -106,9 +106,11 @@ impl HttpOutbound {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let routes = Arc::new(Routes::new(self.metrics.clone(), Direction::Outbound));
         let service = service_fn(move |request| {
             let this = self.clone();
-            async move { Ok::<_, Infallible>(this.proxy(request, version, dst).await) }
+            let routes = routes.clone();
+            async move { Ok::<_, Infallible>(this.proxy(request, version, dst, &routes).await) }
         });
         super::serve_connection(io, version, service, shutdown).await
     }
@@ -118,26 +120,19 @@ impl HttpOutbound {
         request: Request<Incoming>,
         version: Version,
         dst: SocketAddr,
+        routes: &Routes,
     ) -> Response<Body> {
         let started = Instant::now();
         let grpc = is_grpc(request.headers());
         let destination = self.directory.load().resolve(OrigDstAddr(dst));
         let authority = match &destination {
-            Destination::Service(service) => service.authority.clone(),
-            Destination::Pod { .. } => dst.to_string(),
-            // Outside the mesh there is no bound on addresses, so the label is the
-            // port alone.
-            Destination::Passthrough => format!("passthrough:{}", dst.port()),
+            Destination::Service(service) => Authority::Named(&service.authority),
+            Destination::Pod { .. } => Authority::Addr(dst),
+            Destination::Passthrough => Authority::Passthrough(dst.port()),
         };
         let upgrading = version == Version::Http1 && is_upgrade(request.headers());
         let observe = |peer: &Option<SpiffeId>| {
-            Observer::start(
-                self.metrics.clone(),
-                Direction::Outbound,
-                started,
-                authority.clone(),
-                peer.as_ref().map(ToString::to_string).unwrap_or_default(),
-            )
+            Observer::start(routes.route(authority, peer.as_ref()), started)
         };
         if upgrading {
             let chosen = match self.choose(&destination, dst, &[]) {
@@ -332,11 +327,9 @@ fn prepare(
 ) -> Request<Body> {
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    // hyper's server already answered `100 Continue` when the body was first read.
-    parts.headers.remove(header::EXPECT);
-    // The mesh's own headers are the proxy's to set, never the app's.
-    parts.headers.remove(DST_PORT);
-    parts.headers.remove(ORIG_PROTO);
+    // hyper's server already answered `100 Continue` when the body was first read, and
+    // the mesh's own headers are the proxy's to set, never the app's.
+    remove_all(&mut parts.headers, &[header::EXPECT, DST_PORT, ORIG_PROTO]);
     let over_mesh = chosen.identity.is_some();
     let wire = if over_mesh { Version::Http2 } else { version };
     shape_for(&mut parts, wire, dst);

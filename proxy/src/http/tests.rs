@@ -164,3 +164,40 @@ async fn request_heads_within_the_read_buffer_pass_and_far_larger_ones_get_431()
         "HTTP/1.1 431 Request Header Fields Too Large"
     );
 }
+
+#[test]
+fn each_hop_by_hop_header_alone_is_removed_and_the_others_stay() {
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+    ] {
+        let mut h = headers(&[("host", "web"), (name, "x"), ("x-trace", "1")]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["host", "x-trace"], "{name}");
+    }
+    let mut h = headers(&[("host", "web"), ("x-trace", "1"), ("x-trace", "2")]);
+    strip_hop_by_hop(&mut h);
+    assert_eq!(h.len(), 3);
+}
+
+#[test]
+fn remove_all_removes_each_name_given_and_only_those() {
+    let mut h = headers(&[
+        ("expect", "100-continue"),
+        ("trellis-dst-port", "8080"),
+        ("trellis-dst-port", "9090"),
+        ("content-type", "text/plain"),
+    ]);
+    remove_all(&mut h, &[header::EXPECT, DST_PORT, ORIG_PROTO]);
+    let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+    assert_eq!(left, ["content-type"]);
+
+    let mut h = headers(&[("content-type", "text/plain")]);
+    remove_all(&mut h, &[header::EXPECT, DST_PORT, ORIG_PROTO]);
+    assert_eq!(h.len(), 1);
+}

@@ -45,17 +45,21 @@ pub struct Idle {
 impl Idle {
     /// Keeps `sender` for reuse, unless `addr` already has as many as it may.
     pub(super) fn park(&mut self, addr: SocketAddr, sender: http1::SendRequest<Body>) {
-        if !self.by_addr.contains_key(&addr) && self.by_addr.len() >= self.prune_at {
+        // A known address (every response of a kept-alive connection) is one lookup.
+        if let Some(parked) = self.by_addr.get_mut(&addr) {
+            if parked.len() < MAX_IDLE_HTTP1 {
+                parked.push(sender);
+            }
+            return;
+        }
+        if self.by_addr.len() >= self.prune_at {
             self.by_addr.retain(|_, parked| {
                 parked.retain(|s| !s.is_closed());
                 !parked.is_empty()
             });
             self.prune_at = (2 * self.by_addr.len()).max(MIN_PRUNE);
         }
-        let parked = self.by_addr.entry(addr).or_default();
-        if parked.len() < MAX_IDLE_HTTP1 {
-            parked.push(sender);
-        }
+        self.by_addr.insert(addr, vec![sender]);
     }
 
     /// A live connection to `addr` that is ready for a request.
