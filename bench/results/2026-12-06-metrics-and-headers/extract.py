@@ -1,4 +1,5 @@
-"""Per version (old, head): each round's knee and CPU µs per request per hop, and the means."""
+"""Per build (the BUILD of each BUILD-rN folder under the directory given): each round's
+rate and CPU µs per request per hop, with their mean and median."""
 import json, glob, collections, statistics, sys
 root = sys.argv[1]
 rows = collections.defaultdict(list)

@@ -50,10 +50,11 @@ impl fmt::Display for Authority<'_> {
     }
 }
 
-/// The owned form of an [`Authority`], kept with the metrics resolved for it.
+/// What a [`Route`] compares a request's [`Authority`] with, besides its label: a
+/// service's name is the label itself.
 #[derive(Debug, PartialEq, Eq)]
 enum AuthorityKey {
-    Named(Box<str>),
+    Named,
     Addr(SocketAddr),
     Passthrough(u16),
 }
@@ -61,18 +62,9 @@ enum AuthorityKey {
 impl AuthorityKey {
     fn of(authority: Authority<'_>) -> Self {
         match authority {
-            Authority::Named(name) => AuthorityKey::Named(name.into()),
+            Authority::Named(_) => AuthorityKey::Named,
             Authority::Addr(addr) => AuthorityKey::Addr(addr),
             Authority::Passthrough(port) => AuthorityKey::Passthrough(port),
-        }
-    }
-
-    fn is(&self, authority: Authority<'_>) -> bool {
-        match (self, authority) {
-            (AuthorityKey::Named(mine), Authority::Named(name)) => **mine == *name,
-            (AuthorityKey::Addr(mine), Authority::Addr(addr)) => *mine == addr,
-            (AuthorityKey::Passthrough(mine), Authority::Passthrough(port)) => *mine == port,
-            _ => false,
         }
     }
 }
@@ -101,8 +93,7 @@ impl Routes {
         // a panic while it was held left nothing half-written in an `Option<Arc>`.
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(route) = last.as_ref()
-            && route.authority.is(authority)
-            && route.labels.peer_id == peer_id
+            && route.serves(authority, peer_id)
         {
             return route.clone();
         }
@@ -142,6 +133,17 @@ impl Route {
             labels,
             responses: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Whether requests to `authority` from or to `peer_id` count here.
+    fn serves(&self, authority: Authority<'_>, peer_id: &str) -> bool {
+        let same_authority = match (&self.authority, authority) {
+            (AuthorityKey::Named, Authority::Named(name)) => self.labels.authority == name,
+            (AuthorityKey::Addr(mine), Authority::Addr(addr)) => *mine == addr,
+            (AuthorityKey::Passthrough(mine), Authority::Passthrough(port)) => *mine == port,
+            _ => false,
+        };
+        same_authority && self.labels.peer_id == peer_id
     }
 
     fn responded(&self, status_class: &'static str, grpc_status: Option<u8>) {
@@ -312,6 +314,19 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &second));
         exchange(first, ok()).await;
         exchange(second, ok()).await;
+        // Another service over the same connection (the directory changed) is not
+        // this route.
+        const API: &str = "api.shop.svc.cluster.local:80";
+        exchange(routes.route(Authority::Named(API), Some(&peer)), ok()).await;
+        assert_eq!(
+            sample(
+                &metrics,
+                &format!(
+                    r#"request_total{{direction="outbound",authority="{API}",peer_id="spiffe://cluster.local/ns/shop/sa/web"}}"#
+                )
+            ),
+            Some(1.0)
+        );
 
         let labels = format!(
             r#"direction="outbound",authority="{WEB}",peer_id="spiffe://cluster.local/ns/shop/sa/web""#
