@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -266,7 +266,7 @@ impl EndpointLoad {
     /// The state, even if a thread panicked while holding it: every update leaves it
     /// consistent, and the proxy must go on balancing.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.state)
     }
 }
 
@@ -405,7 +405,7 @@ impl Registry {
     }
 
     pub fn get(&self, addr: SocketAddr) -> Arc<EndpointLoad> {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut entries = crate::lock(&self.entries);
         if let Some(load) = entries.by_addr.get(&addr).and_then(Weak::upgrade) {
             return load;
         }
@@ -421,11 +421,7 @@ impl Registry {
     /// How many addresses it holds, forgotten or not.
     #[cfg(test)]
     fn tracked(&self) -> usize {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .by_addr
-            .len()
+        crate::lock(&self.entries).by_addr.len()
     }
 }
 

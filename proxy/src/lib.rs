@@ -65,6 +65,15 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use error::Error;
 
+/// Locks a std mutex even if a thread panicked while holding it. Every mutex of the
+/// proxy guards state that each update leaves consistent (maps, counters, queues), and
+/// a panic on one request must not stop the others from being served.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The sockets the proxy serves, bound by the caller so that tests can bind
 /// `127.0.0.1:0`. Inbound and outbound have an IPv6 twin when the pod has IPv6,
 /// because proxy-init redirects IPv6 too.

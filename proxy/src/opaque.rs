@@ -187,7 +187,7 @@ impl OpaqueMemory {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // Stale queue entries are skipped and ages are checked on every read, so a
         // panic between two updates leaves state that is still safe to use.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.state)
     }
 }
 

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -24,6 +24,7 @@ use trellis_identity::SpiffeId;
 
 use super::{Body, BoxError};
 use crate::listener::Direction;
+use crate::lock;
 use crate::metrics::{Metrics, RequestLabels, ResponseLabels};
 
 /// What a request went to, as its `authority` label says it, borrowed from what the
@@ -89,9 +90,8 @@ impl Routes {
     /// The metrics of requests to `authority` from or to `peer`.
     pub fn route(&self, authority: Authority<'_>, peer: Option<&SpiffeId>) -> Arc<Route> {
         let peer_id = peer.map_or("", SpiffeId::as_str);
-        // Requests of one connection share a worker thread: the lock never waits, and
-        // a panic while it was held left nothing half-written in an `Option<Arc>`.
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        // Requests of one connection share a worker thread: the lock never waits.
+        let mut last = lock(&self.last);
         if let Some(route) = last.as_ref()
             && route.serves(authority, peer_id)
         {
@@ -147,10 +147,7 @@ impl Route {
     }
 
     fn responded(&self, status_class: &'static str, grpc_status: Option<u8>) {
-        let mut responses = self
-            .responses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut responses = lock(&self.responses);
         if let Some((_, _, counter)) = responses
             .iter()
             .find(|(class, grpc, _)| *class == status_class && *grpc == grpc_status)

@@ -26,6 +26,7 @@ use super::Body;
 use super::errors::Failure;
 use crate::backoff::Backoff;
 use crate::listener::Direction;
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::outbound::connect;
 use crate::tally::Counted;
@@ -35,12 +36,6 @@ mod local;
 
 use local::IdleHttp1;
 pub use local::LocalPool;
-
-/// Locks a std mutex even if a thread panicked while holding it: the maps it guards
-/// stay consistent at every step, so the proxy keeps serving.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Pings keep an idle mesh connection warm through NAT and conntrack, and notice a
 /// peer that vanished without a FIN.
